@@ -1,0 +1,60 @@
+"""`edgert check`: everything `run` does before the first frame, then a summary a person can read."""
+
+from __future__ import annotations
+
+import time
+
+from edgert.config import load_config
+from edgert.runtime import Runtime, input_hw
+
+
+def check(config_path: str) -> str:
+    t0 = time.perf_counter()
+    cfg = load_config(config_path)
+    # A dummy output list: check must not append to the user's jsonl files.
+    rt = Runtime.build(cfg, outputs=[], source=_NoSource())
+    try:
+        t1 = time.perf_counter()
+        rt.warm_up(runs=1)
+        t2 = time.perf_counter()
+        info, m = rt.info, cfg.model
+        labels = rt.pipeline.decoder.labels
+        hw = input_hw(cfg, info)
+        lines = [
+            f"config     {cfg.file}",
+            f"device_id  {cfg.device_id}",
+            f"source     {cfg.source.url} ({cfg.source.kind}, mode {cfg.source.mode})",
+            f"model      {info.path} (family {m.family})",
+            f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype} → "
+            f"{hw[0]}x{hw[1]} {m.input.resize}, {m.input.color}, scale {m.input.scale:g}",
+            f"outputs    " + ", ".join(f"{n}{list(s)}" for n, s in
+                                       zip(info.output_names, info.output_shapes)),
+            f"labels     {len(labels)}: " + ", ".join(labels[:8]) + (" …" if len(labels) > 8 else ""),
+            f"providers  requested {', '.join(cfg.runtime.providers)}; bound "
+            f"{', '.join(info.providers)}",
+            f"budget     {cfg.runtime.budget_ms:g} ms, on overrun {cfg.runtime.on_overrun} "
+            f"(safe action {cfg.fail_safe.action!r})",
+            f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
+            f"zones {len(cfg.zones)}",
+            f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured"),
+            f"start-up   {t1 - t0:.2f} s to load, {t2 - t1:.2f} s for the first inference",
+        ]
+        return "\n".join(lines)
+    finally:
+        rt.close()
+
+
+class _NoSource:
+    """`check` opens no camera: a busy device must not make the config look broken."""
+
+    ended = True
+
+    def start(self) -> None: ...
+
+    def read(self, timeout: float) -> None:
+        return None
+
+    def stats(self) -> dict:
+        return {}
+
+    def close(self) -> None: ...

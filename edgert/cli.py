@@ -1,0 +1,107 @@
+"""The `edgert` verbs: thin over the package, and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from typing import Sequence
+
+from edgert import __version__
+from edgert.errors import EdgertError, UsageError
+
+log = logging.getLogger("edgert")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgert", description="On-device inference with a hard "
+                                "per-frame deadline: capture → infer → decide → publish.")
+    p.add_argument("--version", action="version", version=f"edgert {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    r = sub.add_parser("run", help="the service: run until stopped or the source ends")
+    r.add_argument("config", metavar="CONFIG")
+    r.add_argument("--frames", type=_positive_int, metavar="N",
+                   help="stop after N decision records")
+    r.add_argument("--duration", type=_positive_float, metavar="S",
+                   help="stop S seconds after becoming ready")
+
+    c = sub.add_parser("check", help="validate the config, load the model, print a summary")
+    c.add_argument("config", metavar="CONFIG")
+
+    b = sub.add_parser("bench", help="per-stage latency, loop overhead vs bare onnxruntime")
+    b.add_argument("config", metavar="CONFIG")
+    b.add_argument("--frames", type=_positive_int, default=300, metavar="N")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edgert.config import load_config
+    from edgert.runtime import Runtime
+    from edgert.service.signals import stop_on_signals
+
+    cfg = load_config(args.config)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        runtime = Runtime.build(cfg)
+        summary = runtime.run(stop, max_records=args.frames, duration_s=args.duration)
+    log.info("summary: %s", json.dumps(summary.as_dict(), separators=(",", ":")))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edgert.check import check
+    print(check(args.config))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edgert.bench import bench, format_report
+    report = bench(args.config, args.frames)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="edgert: %(levelname)s: %(message)s")
+    verbs = {"run": _run, "check": _check, "bench": _bench}
+    try:
+        return verbs[args.verb](args)
+    except UsageError as e:
+        print(f"edgert: {e}", file=sys.stderr)
+        return 2
+    except EdgertError as e:
+        print(f"edgert: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:   # a second Ctrl-C during start-up
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

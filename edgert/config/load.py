@@ -1,0 +1,264 @@
+"""Load a device's TOML once and turn it into frozen values, or one sentence saying what to fix."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from edgert.config.reader import Section
+from edgert.config.types import (Config, FailSafeConfig, InputConfig, Line, ModelConfig,
+                                 OutputConfig, Rule, RuntimeConfig, SourceConfig, Zone)
+from edgert.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - JetPack 6 ships Python 3.10
+    import tomli as tomllib
+
+FAMILIES = ("yolov8", "classify")
+PROVIDERS = ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "qnn", "coreml", "xnnpack",
+             "acl", "armnn", "dml", "cpu")
+OUTPUT_TYPES = ("stdout", "jsonl")
+LATER_OUTPUTS = ("mqtt", "serial")
+_NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "tcp://")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate CONFIG; raises ConfigError naming the file and dotted key."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(str(file), "", "no such config file", "check the path")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "", "is not UTF-8 text", "save it as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(file), "", f"is not valid TOML ({e})", "fix the syntax") from None
+    file = file.resolve()
+    top = Section(file, "", data)
+    device_id = top.str("device_id", fix='add device_id = "line3-cam1" at the top')
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", device_id):
+        raise top.error("device_id", f"is {device_id!r}",
+                        "use only letters, digits, '.', '_' and '-' (it becomes an MQTT topic)")
+    source = _source(top.table_("source"))
+    model = _model(top.table_("model"))
+    runtime = _runtime(top.table_("runtime"))
+    zones = tuple(_zone(s) for s in top.tables("zones"))
+    lines = tuple(_line(s) for s in top.tables("lines"))
+    rules = tuple(_rule(s) for s in top.tables("rules"))
+    fail_safe = _fail_safe(top.table_("fail_safe"))
+    outputs = tuple(_output(s) for s in top.tables("outputs"))
+    top.done()
+    _cross_check(top, zones, lines, rules, model, outputs)
+    return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
+                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, outputs=outputs)
+
+
+def parse_source_url(s: Section, url: str) -> tuple[str, str]:
+    """Split a source URL into (kind, target), resolving paths against the config file."""
+    base = s.file.parent
+    if url.startswith("file:"):
+        path = (base / Path(url[5:]).expanduser()).resolve()
+        if not path.is_file():
+            raise s.error("url", f"names {url!r}, but there is no file {path}",
+                          "fix the path (relative paths start at the config file)")
+        return "file", str(path)
+    if url.startswith("images:"):
+        path = (base / Path(url[7:]).expanduser()).resolve()
+        if not path.is_dir():
+            raise s.error("url", f"names {url!r}, but there is no folder {path}",
+                          "point images: at a folder of image files")
+        return "images", str(path)
+    if url.startswith("camera:"):
+        index = url[7:]
+        if not index.isdigit():
+            raise s.error("url", f"is {url!r}", "write camera:N with a device index, e.g. camera:0")
+        return "camera", index
+    if re.fullmatch(r"/dev/video\d+", url):
+        return "v4l", url
+    if url.startswith(_NETWORK):
+        return "network", url
+    if url.startswith("gst:"):
+        return "gstreamer", url[4:].strip()
+    if url == "pattern:" or url.startswith("pattern:"):
+        return "pattern", url[8:]
+    raise s.error("url", f"is {url!r}", "use file:PATH, camera:N, /dev/videoN, rtsp://…, "
+                  "http(s)://…, udp://…, images:DIR, gst:PIPELINE or pattern:")
+
+
+def _source(s: Section) -> SourceConfig:
+    url = s.str("url", fix='add url = "file:clip.mp4" (or camera:0, rtsp://…, pattern:)')
+    kind, target = parse_source_url(s, url)
+    mode = s.str("mode", "latest", choices=("latest", "every"))
+    fps = s.number("fps", None, lo=0.0, hi=1000.0, lo_open=True)
+    cfg = SourceConfig(
+        url=url, kind=kind, target=target, mode=mode, fps=fps,
+        loop=s.bool("loop", False),
+        stall_timeout_s=s.number("stall_timeout_s", 5.0, lo=0.05, hi=3600.0),
+        reopen_initial_s=s.number("reopen_initial_s", 0.5, lo=0.01, hi=600.0),
+        reopen_max_s=s.number("reopen_max_s", 30.0, lo=0.01, hi=3600.0),
+        size=s.numbers("size", 2, (480, 640), lo=16, integer=True))
+    if cfg.loop and kind not in ("file", "images"):
+        raise s.error("loop", f"is true for a {kind} source", "loop applies only to file: and images:")
+    if cfg.reopen_max_s < cfg.reopen_initial_s:
+        raise s.error("reopen_max_s", f"({cfg.reopen_max_s:g}) is below reopen_initial_s "
+                      f"({cfg.reopen_initial_s:g})", "raise it or lower reopen_initial_s")
+    s.done()
+    return cfg
+
+
+def _input(s: Section) -> InputConfig:
+    cfg = InputConfig(
+        resize=s.str("resize", "letterbox", choices=("letterbox", "stretch", "center_crop")),
+        size=s.numbers("size", 2, None, lo=8, integer=True),
+        color=s.str("color", "bgr", choices=("bgr", "rgb")),
+        scale=s.number("scale", 1.0, lo=0.0, lo_open=True),
+        mean=s.numbers("mean", 3, (0.0, 0.0, 0.0)),
+        std=s.numbers("std", 3, (1.0, 1.0, 1.0)),
+        pad_value=s.number("pad_value", 114, lo=0, hi=255, integer=True),
+        crop_fraction=s.number("crop_fraction", 0.875, lo=0.0, hi=1.0, lo_open=True),
+        align=s.str("align", "center", choices=("center", "top_left")))
+    if any(v <= 0 for v in cfg.std):
+        raise s.error("std", f"is {list(cfg.std)!r}", "every value must be above 0")
+    s.done()
+    return cfg
+
+
+def _model(s: Section) -> ModelConfig:
+    path = s.path("path", fix="point it at an existing .onnx file")
+    family = s.str("family", "yolov8")
+    if family not in FAMILIES:
+        raise s.error("family", f"is {family!r}", "this version decodes "
+                      + " and ".join(map(repr, FAMILIES)))
+    labels = None
+    labels_file = s.path("labels", None, fix="point it at a text file with one label per line")
+    if labels_file is not None:
+        labels = tuple(ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines()
+                       if ln.strip())
+        if not labels:
+            raise s.error("labels", f"names {labels_file}, which has no labels",
+                          "write one label per line")
+    cfg = ModelConfig(
+        path=path, family=family, labels=labels,
+        conf=s.number("conf", 0.25, lo=0.0, hi=1.0),
+        iou=s.number("iou", 0.45, lo=0.0, hi=1.0, lo_open=True),
+        max_det=s.number("max_det", 100, lo=1, hi=10000, integer=True),
+        top_k=s.number("top_k", 5, lo=1, hi=1000, integer=True),
+        input=_input(s.table_("input")))
+    s.done()
+    return cfg
+
+
+def _runtime(s: Section) -> RuntimeConfig:
+    providers = s.strings("providers", ("cpu",))
+    for p in providers:
+        if p.lower() not in PROVIDERS:
+            raise s.error("providers", f"names {p!r}", "use names from: " + ", ".join(PROVIDERS))
+    cfg = RuntimeConfig(
+        providers=tuple(p.lower() for p in providers),
+        budget_ms=s.number("budget_ms", 50.0, lo=0.0, hi=60_000.0, lo_open=True),
+        on_overrun=s.str("on_overrun", "fail_safe", choices=("fail_safe", "skip")),
+        intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True))
+    s.done()
+    return cfg
+
+
+def _points(s: Section, name: str, min_count: int) -> tuple[tuple[float, float], ...]:
+    raw = s.raw(name)
+    if (not isinstance(raw, list) or len(raw) < min_count or not all(
+            isinstance(p, list) and len(p) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in p)
+            for p in raw)):
+        raise s.error(name, f"is {raw!r}", f"give at least {min_count} [x, y] points, "
+                      "non-negative pixels or fractions ≤ 1")
+    return tuple((float(x), float(y)) for x, y in raw)
+
+
+def _zone(s: Section) -> Zone:
+    name = s.str("name")
+    polygon = _points(s, "polygon", 3)
+    zone = Zone(name=name, polygon=polygon, fractional=all(v <= 1.0 for p in polygon for v in p),
+                anchor=s.str("anchor", "bottom_center", choices=("bottom_center", "center")))
+    s.done()
+    return zone
+
+
+def _line(s: Section) -> Line:
+    name = s.str("name")
+    p1, p2 = s.numbers("p1", 2, lo=0), s.numbers("p2", 2, lo=0)
+    s.done()
+    return Line(name=name, p1=(p1[0], p1[1]), p2=(p2[0], p2[1]))
+
+
+def _rule(s: Section) -> Rule:
+    name = s.str("name")
+    if s.has("crosses"):
+        s.raw("crosses")
+        raise s.error("crosses", "needs object tracking, which this version of edgert does not "
+                      "have yet", "remove the rule or use zone = … instead")
+    debounce = s.numbers("debounce", 2, (1, 1), lo=1, integer=True)
+    if debounce[0] > debounce[1]:
+        raise s.error("debounce", f"is {list(debounce)!r}",
+                      "write [k, n] with k ≤ n: fire when matched in k of the last n frames")
+    rule = Rule(name=name, action=s.str("action", fix='add action = "reject" (any string)'),
+                labels=s.strings("labels", ()), min_score=s.number("min_score", 0.0, lo=0.0, hi=1.0),
+                zone=s.str("zone", None), debounce=debounce)
+    s.done()
+    return rule
+
+
+def _fail_safe(s: Section) -> FailSafeConfig:
+    cfg = FailSafeConfig(action=s.str(
+        "action", fix='add [fail_safe] action = "stop": the actuator command for a late decision'))
+    s.done()
+    return cfg
+
+
+def _output(s: Section) -> OutputConfig:
+    kind = s.str("type")
+    if kind in LATER_OUTPUTS:
+        raise s.error("type", f"is {kind!r}, which this version of edgert does not have yet",
+                      "use stdout or jsonl for now")
+    if kind not in OUTPUT_TYPES:
+        raise s.error("type", f"is {kind!r}", "use one of " + ", ".join(map(repr, OUTPUT_TYPES)))
+    path = None
+    if kind == "jsonl":
+        path = s.path("path", must_exist=False, fix='add path = "decisions.jsonl"')
+        if not path.parent.is_dir():
+            raise s.error("path", f"is in {path.parent}, which does not exist", "create the folder")
+    cfg = OutputConfig(type=kind, path=path,
+                       flush_every=s.number("flush_every", 1, lo=1, hi=100000, integer=True))
+    s.done()
+    return cfg
+
+
+def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
+    """Settings that are fine alone but contradict each other."""
+    for kind, items in (("zones", zones), ("lines", lines), ("rules", rules)):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.name in seen:
+                raise ConfigError(str(top.file), f"{kind}[{i}].name",
+                                  f"repeats the name {item.name!r}", "give each one its own name")
+            seen.add(item.name)
+    zone_names = {z.name for z in zones}
+    for i, rule in enumerate(rules):
+        if rule.zone is not None and rule.zone not in zone_names:
+            known = ", ".join(sorted(zone_names)) or "none are defined"
+            raise ConfigError(str(top.file), f"rules[{i}].zone", f"names {rule.zone!r}, which is "
+                              f"not a zone", f"define it in [[zones]] (known: {known})")
+        if rule.zone is not None and model.family == "classify":
+            raise ConfigError(str(top.file), f"rules[{i}].zone", "needs boxes, but a classify "
+                              "model has none", "remove zone from this rule")
+        if model.labels is not None:
+            for lab in rule.labels:
+                if lab not in model.labels:
+                    raise ConfigError(str(top.file), f"rules[{i}].labels", f"names {lab!r}, which "
+                                      "is not in model.labels", "use a label the model knows")
+    paths = [o.path for o in outputs if o.path is not None]
+    if len(paths) != len(set(paths)):
+        raise ConfigError(str(top.file), "outputs", "two jsonl outputs write the same file",
+                          "give each its own path")
+    if sum(o.type == "stdout" for o in outputs) > 1:
+        raise ConfigError(str(top.file), "outputs", "has stdout twice", "keep one")

@@ -1,0 +1,108 @@
+"""Frozen, typed configuration values: what the rest of edgert may rely on after load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    url: str                    # as written by the user, for messages
+    kind: str                   # file | camera | v4l | network | gstreamer | images | pattern
+    target: str                 # path, device index, URL or pipeline, resolved against the config
+    mode: str = "latest"        # latest | every
+    fps: float | None = None    # pattern rate (default 30) and a cap for any source
+    loop: bool = False          # a file or image folder starts again at its end
+    stall_timeout_s: float = 5.0   # a live source with no new frame this long is reopened
+    reopen_initial_s: float = 0.5  # first backoff of a reopen; doubles to reopen_max_s
+    reopen_max_s: float = 30.0
+    size: tuple[int, int] = (480, 640)  # pattern: [height, width]
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    resize: str = "letterbox"          # letterbox | stretch | center_crop
+    size: tuple[int, int] | None = None  # [height, width]; from the model when static
+    color: str = "bgr"
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 114
+    crop_fraction: float = 0.875
+    align: str = "center"              # letterbox placement: center | top_left
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    path: Path
+    family: str = "yolov8"
+    labels: tuple[str, ...] | None = None   # from labels file; else the model's metadata
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 100
+    top_k: int = 5
+    input: InputConfig = field(default_factory=InputConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    providers: tuple[str, ...] = ("cpu",)
+    budget_ms: float = 50.0
+    on_overrun: str = "fail_safe"       # fail_safe | hold_last | skip
+    hold_last_max_age_ms: float = 500.0
+    intra_op_threads: int = 2
+    enforce_budget: bool = True          # replay turns this off so runs are repeatable
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    name: str
+    polygon: tuple[Point, ...]
+    fractional: bool                   # every coordinate ≤ 1: fractions of the frame
+    anchor: str = "bottom_center"      # bottom_center | center
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    name: str
+    p1: Point
+    p2: Point
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    action: str
+    labels: tuple[str, ...] = ()        # empty: any label
+    min_score: float = 0.0
+    zone: str | None = None
+    debounce: tuple[int, int] = (1, 1)  # matched in k of the last n frames
+
+
+@dataclass(frozen=True, slots=True)
+class FailSafeConfig:
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    type: str                          # stdout | jsonl
+    path: Path | None = None           # jsonl
+    flush_every: int = 1               # jsonl: flush after this many records
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    file: Path
+    device_id: str
+    source: SourceConfig
+    model: ModelConfig
+    runtime: RuntimeConfig
+    fail_safe: FailSafeConfig
+    zones: tuple[Zone, ...] = ()
+    lines: tuple[Line, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    outputs: tuple[OutputConfig, ...] = ()

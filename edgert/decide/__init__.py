@@ -1,0 +1,5 @@
+"""Decide: detections to the action an actuator should take, by zone and rule."""
+
+from edgert.decide.rules import Outcome, RuleEngine
+
+__all__ = ["Outcome", "RuleEngine"]

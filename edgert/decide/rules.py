@@ -1,0 +1,70 @@
+"""Rules: the first rule (in config order) whose condition holds, debounced, chooses the action."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgert.config.types import Rule, Zone
+from edgert.decide.zones import ZoneGeometry
+from edgert.frame import Detections
+
+NO_ACTION = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: str
+    rule: str | None      # the rule that fired, if any
+    matched: tuple[str, ...] = ()   # every rule whose condition held this frame (before debounce)
+
+
+class _RuleState:
+    """One rule's condition and its k-of-n debounce window."""
+
+    def __init__(self, rule: Rule, zone: ZoneGeometry | None) -> None:
+        self.rule, self.zone = rule, zone
+        k, n = rule.debounce
+        self.k = k
+        self.window: deque[bool] = deque([False] * n, maxlen=n)
+
+    def holds(self, det: Detections, frame_hw: tuple[int, int]) -> bool:
+        if len(det) == 0:
+            return False
+        mask = det.scores >= self.rule.min_score
+        if self.rule.labels:
+            wanted = [i for i, lab in enumerate(det.labels) if lab in self.rule.labels]
+            mask &= np.isin(det.class_ids, wanted)
+        if self.zone is not None and mask.any():
+            mask &= self.zone.contains(det.boxes, frame_hw)
+        return bool(mask.any())
+
+
+class RuleEngine:
+    """Holds per-rule debounce state across frames; one instance per run."""
+
+    def __init__(self, rules: tuple[Rule, ...], zones: tuple[Zone, ...]) -> None:
+        geo = {z.name: ZoneGeometry(z) for z in zones}
+        self._rules = [_RuleState(r, geo[r.zone] if r.zone else None) for r in rules]
+
+    def decide(self, det: Detections, frame_hw: tuple[int, int]) -> Outcome:
+        fired: str | None = None
+        action = NO_ACTION
+        matched = []
+        # Every rule sees every frame, so a rule lower in the list keeps an honest
+        # debounce window even while a rule above it wins the action.
+        for st in self._rules:
+            held = st.holds(det, frame_hw)
+            st.window.append(held)
+            if held:
+                matched.append(st.rule.name)
+            if fired is None and sum(st.window) >= st.k:
+                fired, action = st.rule.name, st.rule.action
+        return Outcome(action, fired, tuple(matched))
+
+    def missed(self) -> None:
+        """A frame without a decision (deadline passed) counts as not matched for debounce."""
+        for st in self._rules:
+            st.window.append(False)

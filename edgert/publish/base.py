@@ -1,0 +1,54 @@
+"""The output interface and the fan-out that isolates outputs from each other and from the loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Protocol, Sequence
+
+log = logging.getLogger("edgert.publish")
+
+
+class Output(Protocol):
+    name: str
+
+    def send(self, line: str, record: dict) -> None:
+        """Deliver one record (already serialised as `line`, no newline); raise OSError on failure."""
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Publisher:
+    """Serialises a record once and hands it to every output; counts failures per output."""
+
+    def __init__(self, outputs: Sequence[Output]) -> None:
+        self.outputs = list(outputs)
+        self.failures = {o.name: 0 for o in self.outputs}
+
+    def publish(self, record: dict) -> None:
+        line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        for out in self.outputs:
+            try:
+                out.send(line, record)
+            except (OSError, ValueError) as e:
+                self.failures[out.name] += 1
+                if self.failures[out.name] == 1 or self.failures[out.name] % 1000 == 0:
+                    log.warning("output %s failed (%d so far): %s", out.name,
+                                self.failures[out.name], e)
+
+    def flush(self) -> None:
+        for out in self.outputs:
+            try:
+                out.flush()
+            except (OSError, ValueError) as e:
+                log.warning("output %s failed to flush: %s", out.name, e)
+
+    def close(self) -> None:
+        self.flush()
+        for out in self.outputs:
+            try:
+                out.close()
+            except (OSError, ValueError) as e:
+                log.warning("output %s failed to close: %s", out.name, e)

@@ -1,0 +1,203 @@
+"""The loop: wires the stages from config, warms up, and turns each frame into one published record."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgert.config.types import Config, OutputConfig
+from edgert.deadline import Deadline, monotonic, wall
+from edgert.decide import RuleEngine
+from edgert.errors import ModelError
+from edgert.frame import Decision, Frame
+from edgert.infer import InferenceRunner, ModelInfo, load_model
+from edgert.pipeline import FrameResult, Pipeline
+from edgert.postprocess import make_decoder
+from edgert.preprocess import ReferencePreprocessor
+from edgert.publish import JsonlOutput, Output, Publisher, StdoutOutput
+from edgert.service.notify import Notifier
+from edgert.source import FrameSource, open_source
+from edgert.stats import LatencyLog
+
+log = logging.getLogger("edgert")
+
+
+@dataclass
+class RunSummary:
+    """Counts for the end-of-run report; mutable because the loop owns it alone."""
+
+    records: int = 0
+    ok: int = 0
+    fail_safe: int = 0
+    skipped: int = 0
+    causes: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+    latency: LatencyLog = field(default_factory=LatencyLog)
+    seconds: float = 0.0
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"records": self.records, "ok": self.ok, "fail_safe": self.fail_safe,
+                "skipped": self.skipped, "overrun_causes": dict(self.causes),
+                "actions": dict(self.actions), "seconds": round(self.seconds, 3),
+                "latency_ms": self.latency.percentiles(), "source": self.source}
+
+
+def input_hw(cfg: Config, info: ModelInfo) -> tuple[int, int]:
+    """The model's input size: the file's static shape, else the config; never both disagreeing."""
+    static, wanted = info.static_hw, cfg.model.input.size
+    if static and wanted and tuple(wanted) != static:
+        raise ModelError(f"{cfg.file}: model.input.size is {list(wanted)} but {info.path} has a "
+                         f"fixed input of {list(static)}; remove model.input.size or fix it")
+    if static:
+        return static
+    if wanted:
+        return wanted
+    raise ModelError(f"{cfg.file}: model.input.size is missing and {info.path} has a dynamic "
+                     "input shape; set model.input.size = [height, width]")
+
+
+def make_output(cfg: OutputConfig) -> Output:
+    if cfg.type == "stdout":
+        return StdoutOutput()
+    if cfg.type == "jsonl":
+        assert cfg.path is not None
+        return JsonlOutput.open(cfg.path, cfg.flush_every)
+    raise ValueError(f"unknown output type {cfg.type!r}")   # config validation rules this out
+
+
+class Runtime:
+    """Owns the parts for one run; only this class knows which concrete stage classes exist."""
+
+    def __init__(self, cfg: Config, source: FrameSource, pipeline: Pipeline, info: ModelInfo,
+                 publisher: Publisher, enforce_budget: bool = True) -> None:
+        self.cfg, self.source, self.pipeline, self.info = cfg, source, pipeline, info
+        self.publisher, self.enforce_budget = publisher, enforce_budget
+        self.run_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.summary = RunSummary()
+        self.budget_s = cfg.runtime.budget_ms / 1e3
+        self.notifier = Notifier.from_env()
+
+    @classmethod
+    def build(cls, cfg: Config, *, enforce_budget: bool = True,
+              outputs: list[Output] | None = None, source: FrameSource | None = None) -> Runtime:
+        session, info = load_model(cfg.model.path, cfg.runtime.providers,
+                                   cfg.runtime.intra_op_threads)
+        hw = input_hw(cfg, info)
+        decoder = make_decoder(cfg.model, info)
+        dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
+        pre = ReferencePreprocessor(cfg.model.input, hw, dtype)
+        runner = InferenceRunner(session, info.input_name)
+        pipeline = Pipeline(pre, runner, decoder, RuleEngine(cfg.rules, cfg.zones))
+        if outputs is None:
+            outputs = [make_output(o) for o in cfg.outputs]
+        return cls(cfg, source or open_source(cfg.source), pipeline, info, Publisher(outputs),
+                   enforce_budget)
+
+    def warm_up(self, runs: int = 3) -> None:
+        """Pay session initialisation and first-run costs before saying ready (no record is made)."""
+        h, w = self.cfg.source.size if self.cfg.source.kind == "pattern" else (480, 640)
+        image = np.full((h, w, 3), 114, np.uint8)
+        frame = Frame(-1, image, wall(), monotonic())
+        state = self.pipeline.rules
+        self.pipeline.rules = RuleEngine((), ())   # warm-up frames must not touch debounce
+        try:
+            for _ in range(runs):
+                result = self.pipeline.process(frame, Deadline.never())
+                if result.error:
+                    raise ModelError(f"{self.info.path}: the first inference failed "
+                                     f"({result.error}); check the model and model.input")
+        finally:
+            self.pipeline.rules = state
+
+    def _deadline(self, frame: Frame) -> Deadline:
+        if self.enforce_budget:
+            return Deadline.after(frame.captured_mono, self.budget_s)
+        return Deadline(at=float("inf"), budget_s=self.budget_s)
+
+    def _record(self, frame: Frame, result: FrameResult) -> Decision:
+        s = self.summary
+        extra: dict[str, Any] = {}
+        if result.status == "ok" and result.outcome is not None:
+            status, action, rule = "ok", result.outcome.action, result.outcome.rule
+        else:
+            policy = self.cfg.runtime.on_overrun
+            status = "skipped" if policy == "skip" else "fail_safe"
+            action = "none" if policy == "skip" else self.cfg.fail_safe.action
+            rule = None
+            extra["cause"] = result.cause
+            s.causes[result.cause or "?"] = s.causes.get(result.cause or "?", 0) + 1
+        decided = monotonic()
+        lat = dict(result.latency_ms)
+        # The budget runs from the capture timestamp; `capture` (grab + decode) came before it.
+        lat["total"] = (decided - frame.captured_mono) * 1e3
+        lat = {k: round(v, 3) for k, v in lat.items()}
+        dets = tuple(result.detections.to_records()) if status == "ok" and result.detections else ()
+        self.seq += 1
+        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=self.seq,
+                        frame_id=frame.index, captured_at=frame.captured_wall,
+                        decided_at=frame.captured_wall + (decided - frame.captured_mono),
+                        deadline_ms=self.cfg.runtime.budget_ms, status=status, action=action,
+                        latency_ms=lat, detections=dets, rule=rule, extra=extra)
+
+    def step(self, frame: Frame) -> Decision:
+        """One frame, end to end, including publishing."""
+        deadline = self._deadline(frame)
+        result = self.pipeline.process(frame, deadline)
+        if result.status == "ok" and deadline.expired():
+            # Decided, but too late to be acted on as if on time.
+            result = FrameResult("overrun", result.latency_ms, cause="publish")
+        decision = self._record(frame, result)
+        self.publisher.publish(decision.to_record())
+        s = self.summary
+        s.records += 1
+        setattr(s, decision.status, getattr(s, decision.status) + 1)
+        s.actions[decision.action] = s.actions.get(decision.action, 0) + 1
+        s.latency.add(decision.latency_ms)
+        return decision
+
+    def run(self, stop: threading.Event, max_records: int | None = None,
+            duration_s: float | None = None) -> RunSummary:
+        """Until stopped, the source ends, `max_records` are out or `duration_s` has passed."""
+        self.source.start()
+        self.warm_up()
+        started = monotonic()
+        end = started + duration_s if duration_s is not None else float("inf")
+        self.notifier.send("READY=1")
+        log.info("ready: device %s, model %s (%s), providers %s, budget %g ms, run %s",
+                 self.cfg.device_id, self.info.path.name, self.cfg.model.family,
+                 ",".join(self.info.providers), self.cfg.runtime.budget_ms, self.run_id)
+        try:
+            while not stop.is_set() and monotonic() < end:
+                if max_records is not None and self.summary.records >= max_records:
+                    break
+                frame = self.source.read(min(0.1, max(0.0, end - monotonic())))
+                if frame is None:
+                    if self.source.ended:
+                        break
+                    continue
+                self.step(frame)
+        finally:
+            self.notifier.send("STOPPING=1")
+            self.summary.seconds = monotonic() - started
+            self.summary.source = _stats_dict(self.source.stats())
+            self.close()
+        return self.summary
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.source.close()
+        self.pipeline.runner.close()
+        self.notifier.close()
+
+
+def _stats_dict(stats: object) -> dict[str, Any]:
+    names = getattr(stats, "__dataclass_fields__", None) or getattr(stats, "__slots__", ())
+    return {n: getattr(stats, n) for n in names}
+

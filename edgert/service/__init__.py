@@ -1,0 +1,1 @@
+"""Living as a service: signals, systemd notification, the run summary."""

@@ -1,0 +1,77 @@
+"""Real ONNX graphs built with onnx.helper, for tests that need a model of known shape or cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for k, v in (metadata or {}).items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def yolo_constant(path: Path, pred: np.ndarray, hw: tuple[int, int] = (64, 64),
+                  dynamic: bool = False, metadata: dict[str, str] | None = None) -> Path:
+    """A 'detector' whose output is always `pred` [1, 4+nc, N] (plus 0 × the input's mean)."""
+    h, w = ("h", "w") if dynamic else hw
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(pred.shape))
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["pred", "z"], ["output0"]),
+    ]
+    inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    return _save(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
+
+
+def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
+                 classes: int = 2, anchors: int = 64) -> Path:
+    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *hw])
+    rows = 4 + classes
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
+    inits = [numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([size], np.int64), "end"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    nodes = [helper.make_node("Reshape", ["images", "flat"], ["v"]),
+             helper.make_node("Slice", ["v", "start", "end", "axis1"], ["h0"]),
+             helper.make_node("Tile", ["h0", "tiles"], ["t0"])]
+    inits.append(numpy_helper.from_array(np.array([size, 1], np.int64), "tiles"))
+    prev = "t0"
+    for i in range(depth):
+        w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"t{i + 1}"]))
+        prev = f"t{i + 1}"
+    # The output carries no detections: the MatMuls' result is multiplied by zero.
+    inits.append(numpy_helper.from_array(np.zeros((1, rows, anchors), np.float32), "base"))
+    nodes += [helper.make_node("ReduceMean", [prev], ["m"], keepdims=0),
+              helper.make_node("Mul", ["m", "zero"], ["z"]),
+              helper.make_node("Add", ["base", "z"], ["output0"])]
+    return _save(helper.make_graph(nodes, "chain", [x], [y], inits), path)
+
+
+def one_box_pred(classes: int = 2, anchors: int = 32, hw: tuple[int, int] = (64, 64),
+                 box: tuple[float, float, float, float] = (32, 32, 16, 16), cls: int = 1,
+                 score: float = 0.9) -> np.ndarray:
+    """[1, 4+nc, N] with one confident box (cx, cy, w, h in input pixels) and noise below 0.1."""
+    pred = np.zeros((1, 4 + classes, anchors), np.float32)
+    pred[0, :4, :] = np.array([hw[1] / 2, hw[0] / 2, 4, 4], np.float32)[:, None]
+    pred[0, 4:, :] = 0.05
+    pred[0, :4, 0] = box
+    pred[0, 4 + cls, 0] = score
+    return pred

@@ -1,0 +1,159 @@
+"""Every class of bad config gives one sentence naming the file and key, exit 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import edgert, write_config
+from onnx_models import one_box_pred, yolo_constant
+
+from edgert.config import load_config
+from edgert.errors import ConfigError
+
+GOOD = """
+device_id = "test-cam"
+
+[source]
+url = "pattern:"
+fps = 30
+
+[model]
+path = "model.onnx"
+labels = "labels.txt"
+
+[runtime]
+budget_ms = 200
+
+[[zones]]
+name = "gate"
+polygon = [[0.3, 0.5], [0.7, 0.5], [0.7, 1.0], [0.3, 1.0]]
+
+[[rules]]
+name = "defect-in-gate"
+labels = ["defect"]
+min_score = 0.5
+zone = "gate"
+action = "reject"
+
+[fail_safe]
+action = "stop"
+
+[[outputs]]
+type = "stdout"
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    yolo_constant(tmp_path / "model.onnx", one_box_pred())
+    (tmp_path / "labels.txt").write_text("part\ndefect\n")
+    return tmp_path
+
+
+def test_good_config_loads_into_frozen_values(workdir: Path) -> None:
+    cfg = load_config(write_config(workdir / "good.toml", GOOD))
+    assert cfg.device_id == "test-cam"
+    assert cfg.source.kind == "pattern" and cfg.source.mode == "latest"
+    assert cfg.model.labels == ("part", "defect")
+    assert cfg.model.path == (workdir / "model.onnx").resolve()
+    assert cfg.zones[0].fractional and cfg.rules[0].zone == "gate"
+    with pytest.raises(AttributeError):
+        cfg.device_id = "other"  # type: ignore[misc]
+
+
+# (name, edit to GOOD, the dotted key the message must name, a word of the fix)
+BAD = [
+    ("unknown top key", lambda t: t + '\ncolour = "red"\n', "colour", "spelling"),
+    ("unknown nested key", lambda t: t.replace("budget_ms = 200", "budget_ms = 200\nbudgte = 1"),
+     "runtime.budgte", "spelling"),
+    ("wrong type", lambda t: t.replace("budget_ms = 200", 'budget_ms = "fast"'),
+     "runtime.budget_ms", "number"),
+    ("out of range", lambda t: t.replace("min_score = 0.5", "min_score = 1.5"),
+     "rules[0].min_score", "at most 1"),
+    ("negative budget", lambda t: t.replace("budget_ms = 200", "budget_ms = -5"),
+     "runtime.budget_ms", "above 0"),
+    ("bad choice", lambda t: t.replace('fps = 30', 'fps = 30\nmode = "newest"'),
+     "source.mode", "'latest'"),
+    ("missing model file", lambda t: t.replace('path = "model.onnx"', 'path = "nope.onnx"'),
+     "model.path", "existing .onnx"),
+    ("missing video file", lambda t: t.replace('url = "pattern:"', 'url = "file:gone.mp4"'),
+     "source.url", "fix the path"),
+    ("missing required key", lambda t: t.replace('device_id = "test-cam"', ""),
+     "device_id", "add"),
+    ("missing safe action", lambda t: t.replace('[fail_safe]\naction = "stop"', ""),
+     "fail_safe.action", "actuator"),
+    ("unknown url scheme", lambda t: t.replace('url = "pattern:"', 'url = "ftp://x"'),
+     "source.url", "rtsp"),
+    ("zone not defined", lambda t: t.replace('zone = "gate"', 'zone = "exit"'),
+     "rules[0].zone", "[[zones]]"),
+    ("rule label unknown", lambda t: t.replace('labels = ["defect"]', 'labels = ["dog"]'),
+     "rules[0].labels", "label"),
+    ("loop on a live source", lambda t: t.replace("fps = 30", "fps = 30\nloop = true"),
+     "source.loop", "file:"),
+    ("debounce k > n", lambda t: t.replace('action = "reject"', 'action = "reject"\ndebounce = [3, 2]'),
+     "rules[0].debounce", "k ≤ n"),
+    ("bad polygon", lambda t: t.replace("polygon = [[0.3, 0.5], [0.7, 0.5], [0.7, 1.0], [0.3, 1.0]]",
+                                        "polygon = [[0.3, 0.5], [0.7]]"), "zones[0].polygon", "points"),
+    ("unknown output", lambda t: t.replace('type = "stdout"', 'type = "kafka"'),
+     "outputs[0].type", "'jsonl'"),
+    ("not TOML", lambda t: t + "\n[[[broken\n", "", "syntax"),
+    ("unknown provider", lambda t: t.replace("budget_ms = 200", 'budget_ms = 200\nproviders = ["gpu"]'),
+     "runtime.providers", "cuda"),
+]
+
+
+@pytest.mark.parametrize("name,edit,key,fix", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_one_sentence_with_file_and_key(workdir: Path, name, edit, key, fix) -> None:
+    path = write_config(workdir / "device.toml", edit(GOOD))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert key in msg, msg
+    assert fix in msg, msg
+    assert "\n" not in msg
+
+
+def test_cli_reports_bad_config_with_exit_2_and_no_traceback(workdir: Path) -> None:
+    path = write_config(workdir / "device.toml", GOOD.replace("budget_ms = 200", "budget_ms = 0"))
+    for verb in ("check", "run"):
+        proc = edgert(verb, str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "runtime.budget_ms" in lines[0] and str(path) in lines[0]
+
+
+@pytest.mark.parametrize("case", ["size contradicts model", "labels count", "not onnx",
+                                  "truncated", "dynamic without size"])
+def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
+    text = GOOD
+    if case == "size contradicts model":
+        text = text.replace('labels = "labels.txt"', 'labels = "labels.txt"\n\n[model.input]\nsize = [32, 32]')
+    elif case == "labels count":
+        (workdir / "labels.txt").write_text("a\nb\nc\n")
+        text = text.replace('labels = ["defect"]', 'labels = ["a"]')
+    elif case == "not onnx":
+        (workdir / "model.onnx").write_text("this is not a model")
+    elif case == "truncated":
+        data = (workdir / "model.onnx").read_bytes()
+        (workdir / "model.onnx").write_bytes(data[: len(data) // 2])
+    elif case == "dynamic without size":
+        yolo_constant(workdir / "model.onnx", one_box_pred(), dynamic=True)
+    path = write_config(workdir / "device.toml", text)
+    proc = edgert("check", str(path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "model.onnx" in proc.stderr or "device.toml" in proc.stderr
+
+
+def test_check_prints_summary_of_what_bound(workdir: Path) -> None:
+    proc = edgert("check", str(write_config(workdir / "device.toml", GOOD)))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "CPUExecutionProvider" in out
+    assert "images [1, 3, 64, 64]" in out
+    assert "200 ms" in out and "'stop'" in out
