@@ -6,7 +6,7 @@ import numpy as np
 
 from edgert.config.types import Rule, Zone
 from edgert.decide import RuleEngine
-from edgert.decide.zones import points_in_polygon
+from edgert.decide.zones import point_in_polygon
 from edgert.frame import Detections
 
 LABELS = ("part", "defect")
@@ -22,11 +22,11 @@ def dets(*items: tuple[str, float, tuple[float, float, float, float]]) -> Detect
 
 
 def test_points_in_polygon_matches_geometry() -> None:
-    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float64)
-    pts = np.array([[5, 5], [15, 5], [0, 5], [10, 10], [-1, -1], [9.99, 0.01]], np.float64)
-    assert points_in_polygon(pts, square).tolist() == [True, False, True, True, False, True]
-    tri = np.array([[0, 0], [10, 0], [0, 10]], np.float64)
-    assert points_in_polygon(np.array([[2, 2], [6, 6]], np.float64), tri).tolist() == [True, False]
+    square = ((0, 0), (10, 0), (10, 10), (0, 10))
+    pts = [(5, 5), (15, 5), (0, 5), (10, 10), (-1, -1), (9.99, 0.01)]
+    assert [point_in_polygon(p, square) for p in pts] == [True, False, True, True, False, True]
+    tri = ((0, 0), (10, 0), (0, 10))
+    assert [point_in_polygon(p, tri) for p in [(2, 2), (6, 6), (5, 5)]] == [True, False, True]
 
 
 def test_rule_needs_label_score_and_zone() -> None:

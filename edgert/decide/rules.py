@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgert.config.types import Rule, Zone
 from edgert.decide.zones import ZoneGeometry
 from edgert.frame import Detections
@@ -29,17 +27,29 @@ class _RuleState:
         k, n = rule.debounce
         self.k = k
         self.window: deque[bool] = deque([False] * n, maxlen=n)
+        self._labels_seen: tuple[str, ...] | None = None
+        self._class_ids: frozenset[int] = frozenset()
+
+    def _wanted(self, labels: tuple[str, ...]) -> frozenset[int] | None:
+        if labels is not self._labels_seen:   # the decoder's labels never change in a run
+            self._labels_seen = labels
+            self._class_ids = frozenset(i for i, lab in enumerate(labels) if lab in self.rule.labels)
+        return self._class_ids
 
     def holds(self, det: Detections, frame_hw: tuple[int, int]) -> bool:
-        if len(det) == 0:
+        # Plain Python over a handful of detections beats numpy's per-call overhead here.
+        n = len(det)
+        if n == 0:
             return False
-        mask = det.scores >= self.rule.min_score
-        if self.rule.labels:
-            wanted = [i for i, lab in enumerate(det.labels) if lab in self.rule.labels]
-            mask &= np.isin(det.class_ids, wanted)
-        if self.zone is not None and mask.any():
-            mask &= self.zone.contains(det.boxes, frame_hw)
-        return bool(mask.any())
+        wanted = self._wanted(det.labels) if self.rule.labels else None
+        scores, classes = det.scores.tolist(), det.class_ids.tolist()
+        boxes = det.boxes.tolist() if self.zone is not None else None
+        for i in range(n):
+            if scores[i] < self.rule.min_score or (wanted is not None and classes[i] not in wanted):
+                continue
+            if boxes is None or self.zone.inside(boxes[i], frame_hw):  # type: ignore[union-attr]
+                return True
+        return False
 
 
 class RuleEngine:

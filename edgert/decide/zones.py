@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Sequence
 
 from edgert.config.types import Zone
+
+Poly = Sequence[tuple[float, float]]
 
 
 class ZoneGeometry:
@@ -13,43 +15,40 @@ class ZoneGeometry:
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self._hw: tuple[int, int] | None = None
-        self._poly = np.asarray(zone.polygon, np.float64)
+        self._poly: Poly = zone.polygon
 
-    def _resolve(self, frame_hw: tuple[int, int]) -> np.ndarray:
+    def _resolve(self, frame_hw: tuple[int, int]) -> Poly:
         if self._hw != frame_hw:
-            poly = np.asarray(self.zone.polygon, np.float64)
+            h, w = frame_hw
+            poly = self.zone.polygon
             if self.zone.fractional:
-                poly = poly * np.array([frame_hw[1], frame_hw[0]], np.float64)
+                poly = tuple((x * w, y * h) for x, y in poly)
             self._hw, self._poly = frame_hw, poly
         return self._poly
 
-    def anchors(self, boxes: np.ndarray) -> np.ndarray:
-        """(N, 2) points: bottom centre is where a person or a part touches the floor or belt."""
-        x = (boxes[:, 0] + boxes[:, 2]) / 2
-        y = boxes[:, 3] if self.zone.anchor == "bottom_center" else (boxes[:, 1] + boxes[:, 3]) / 2
-        return np.stack([x, y], axis=1)
+    def anchor(self, box: Sequence[float]) -> tuple[float, float]:
+        """Bottom centre is where a person or a part touches the floor or the belt."""
+        x = (box[0] + box[2]) / 2
+        y = box[3] if self.zone.anchor == "bottom_center" else (box[1] + box[3]) / 2
+        return x, y
 
-    def contains(self, boxes: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-        """(N,) bool: each box's anchor inside the polygon (even-odd rule; edges count inside)."""
-        poly = self._resolve(frame_hw)
-        pts = self.anchors(boxes)
-        return points_in_polygon(pts, poly)
+    def inside(self, box: Sequence[float], frame_hw: tuple[int, int]) -> bool:
+        """Whether the box's anchor lies in the zone at this frame size."""
+        return point_in_polygon(self.anchor(box), self._resolve(frame_hw))
 
 
-def points_in_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
-    inside = np.zeros(len(pts), bool)
-    on_edge = np.zeros(len(pts), bool)
-    px, py = pts[:, 0], pts[:, 1]
+def point_in_polygon(pt: tuple[float, float], poly: Poly) -> bool:
+    """Even-odd rule; a point on an edge counts as inside (hand-drawn zones have fuzzy edges)."""
+    px, py = pt
+    inside = False
     n = len(poly)
     for i in range(n):
-        (x1, y1), (x2, y2) = poly[i], poly[(i + 1) % n]
-        crosses = (y1 > py) != (y2 > py)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_at = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (px < x_at)
-        # A point exactly on an edge counts as inside: zones are drawn by hand, edges are fuzzy.
+        x1, y1 = poly[i]
+        x2, y2 = poly[(i + 1) % n]
         cross = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
-        within = ((np.minimum(x1, x2) <= px) & (px <= np.maximum(x1, x2))
-                  & (np.minimum(y1, y2) <= py) & (py <= np.maximum(y1, y2)))
-        on_edge |= within & (np.abs(cross) <= 1e-9 * max(1.0, abs(x2 - x1) + abs(y2 - y1)))
-    return inside | on_edge
+        if (abs(cross) <= 1e-9 * max(1.0, abs(x2 - x1) + abs(y2 - y1))
+                and min(x1, x2) <= px <= max(x1, x2) and min(y1, y2) <= py <= max(y1, y2)):
+            return True
+        if (y1 > py) != (y2 > py) and px < x1 + (py - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
