@@ -1,0 +1,45 @@
+"""Where frames come from: `open_source` is the one place that knows the concrete classes."""
+
+from __future__ import annotations
+
+from edgert.config.types import SourceConfig
+from edgert.errors import SourceUnavailable
+from edgert.source.base import DEFAULT_FPS, FrameSource, Reader, SourceStats
+from edgert.source.capture import CaptureReader
+from edgert.source.direct import DirectSource
+from edgert.source.grabber import GrabberSource
+from edgert.source.images import ImageFolderReader
+from edgert.source.pattern import PatternReader
+
+__all__ = ["FrameSource", "SourceStats", "open_source"]
+
+KINDS = ("file", "camera", "v4l", "network", "gstreamer", "images", "pattern")
+MODES = ("latest", "every")
+
+
+def _reader(cfg: SourceConfig) -> Reader:
+    if cfg.kind == "images":
+        return ImageFolderReader(cfg)
+    if cfg.kind == "pattern":
+        return PatternReader(cfg)
+    return CaptureReader(cfg)
+
+
+def open_source(cfg: SourceConfig) -> FrameSource:
+    """The source `cfg` describes, not yet started: call `start()` to open it.
+
+    One Reader per kind of medium, driven either by a GrabberSource (a thread; `latest`
+    mode, and `every` mode on live kinds) or by a DirectSource (`every` mode on files, image
+    folders and the pattern: decoded on the caller's thread, so replays are repeatable).
+    """
+    if cfg.kind not in KINDS:
+        raise SourceUnavailable(f"source {cfg.url}: unknown kind {cfg.kind!r}; "
+                                f"use one of {', '.join(KINDS)}")
+    if cfg.mode not in MODES:
+        raise SourceUnavailable(f"source {cfg.url}: unknown mode {cfg.mode!r}; "
+                                "use latest or every")
+    reader = _reader(cfg)
+    if cfg.mode == "every" and not reader.live:
+        pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else None
+        return DirectSource(reader, loop=cfg.loop, fps=pace)
+    return GrabberSource(reader, cfg)

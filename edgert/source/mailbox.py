@@ -1,0 +1,104 @@
+"""The hand-off from a grabber thread to the consumer: newest frame wins, or a short queue."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+from edgert.deadline import monotonic
+from edgert.frame import Frame
+from edgert.source.base import Shot, Tally, stamp
+from edgert.source.ring import BufferRing
+
+QUEUE = 4  # `every` mode on a live source: enough to ride out a slow frame, not to lag
+
+
+class Mailbox:
+    """Frames waiting for the consumer, decoded into a ring of buffers both sides share.
+
+    `latest`: one slot; a newer frame replaces one the consumer never took (counted as
+    dropped), so nothing queues behind a slow consumer. Otherwise: up to QUEUE frames, and
+    the grabber waits for a free buffer, so order is kept and memory stays bounded.
+    The consumer's current frame keeps its buffer until the consumer asks for the next one.
+    """
+
+    def __init__(self, *, latest: bool, tally: Tally) -> None:
+        self._latest = latest
+        self._tally = tally
+        # One buffer being filled, one held by the consumer, the rest waiting.
+        self._ring = BufferRing(3 if latest else QUEUE + 2)
+        self._queue: deque[tuple[int, Frame]] = deque()
+        self._held: int | None = None
+        self._cond = threading.Condition()
+        self._index = 0
+        self._exhausted = False
+        self._closed = False
+
+    @property
+    def ended(self) -> bool:
+        with self._cond:
+            return self._exhausted and not self._queue
+
+    # The grabber's side.
+
+    def acquire(self, stop: threading.Event) -> int | None:
+        """A free buffer's slot, waiting while the queue is full; None once `stop` is set."""
+        with self._cond:
+            while not self._ring.has_free() and not stop.is_set():
+                self._cond.wait(0.1)
+            return None if stop.is_set() else self._ring.acquire()
+
+    def buffer(self, slot: int) -> np.ndarray | None:
+        with self._cond:
+            return self._ring.buffer(slot)
+
+    def discard(self, slot: int) -> None:
+        with self._cond:
+            self._ring.release(slot)
+            self._cond.notify_all()
+
+    def publish(self, slot: int, shot: Shot, started: float) -> None:
+        image, grabbed = shot
+        dropped = 0
+        with self._cond:
+            frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started)
+            self._index += 1
+            if self._latest and self._queue:
+                old, _ = self._queue.popleft()
+                self._ring.release(old)
+                dropped = 1
+            self._queue.append((slot, frame))
+            self._cond.notify_all()
+        self._tally.count(frames=1, dropped=dropped)
+
+    def finish(self) -> None:
+        """No more frames will come; the consumer still gets those already waiting."""
+        with self._cond:
+            self._exhausted = True
+            self._cond.notify_all()
+
+    # The consumer's side.
+
+    def take(self, timeout: float) -> Frame | None:
+        deadline = monotonic() + max(0.0, timeout)
+        with self._cond:
+            if self._held is not None:
+                self._ring.release(self._held)
+                self._held = None
+                self._cond.notify_all()
+            while not self._queue:
+                remaining = deadline - monotonic()
+                if self._exhausted or self._closed or remaining <= 0.0:
+                    return None
+                self._cond.wait(remaining)
+            slot, frame = self._queue.popleft()
+            self._held = slot
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._queue.clear()
+            self._cond.notify_all()
