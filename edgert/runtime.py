@@ -90,7 +90,7 @@ class Runtime:
         session, info = load_model(cfg.model.path, cfg.runtime.providers,
                                    cfg.runtime.intra_op_threads)
         hw = input_hw(cfg, info)
-        decoder = make_decoder(cfg.model, info)
+        decoder = make_decoder(cfg.model, info, hw)
         dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
         pre = ReferencePreprocessor(cfg.model.input, hw, dtype)
         runner = InferenceRunner(session, info.input_name)

@@ -80,7 +80,7 @@ def test_yolov8_decoder_maps_the_models_box_to_frame_pixels(tmp_path: Path) -> N
                          metadata={"names": "{0: 'part', 1: 'defect'}"})
     session, info = load_model(path)
     assert info.names == ("part", "defect") and info.static_hw == (64, 64)
-    decoder = make_decoder(ModelConfig(path=path, conf=0.25), info)
+    decoder = make_decoder(ModelConfig(path=path, conf=0.25), info, (64, 64))
     pre = ReferencePreprocessor(InputConfig(), (64, 64), np.float32)
     tensor, t = pre(frame_of(np.zeros((64, 128, 3), np.uint8)))   # letterbox: scale 0.5, pad y 16
     det = decoder(session.run(None, {"images": tensor}), t)
@@ -96,7 +96,7 @@ def test_classify_decoder_softmaxes_logits(material: Path) -> None:
                       input=InputConfig(resize="center_crop", color="rgb", scale=1 / 255, size=(224, 224),
                                         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
     session, info = load_model(cfg.path)
-    decoder = make_decoder(cfg, info)
+    decoder = make_decoder(cfg, info, (224, 224))
     pre = ReferencePreprocessor(cfg.input, (224, 224), np.float32)
     image = cv2.imread(str(material / "images/bus.jpg"))
     tensor, t = pre(frame_of(image))

@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - JetPack 6 ships Python 3.10
     import tomli as tomllib
 
-FAMILIES = ("yolov8", "classify")
+FAMILIES = ("yolov8", "yolov5", "yolox", "ssd", "classify")
 PROVIDERS = ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "qnn", "coreml", "xnnpack",
              "acl", "armnn", "dml", "cpu")
 OUTPUT_TYPES = ("stdout", "jsonl")
@@ -129,8 +129,7 @@ def _model(s: Section) -> ModelConfig:
     path = s.path("path", fix="point it at an existing .onnx file")
     family = s.str("family", "yolov8")
     if family not in FAMILIES:
-        raise s.error("family", f"is {family!r}", "this version decodes "
-                      + " and ".join(map(repr, FAMILIES)))
+        _check_user_decoder(s, family)
     labels = None
     labels_file = s.path("labels", None, fix="point it at a text file with one label per line")
     if labels_file is not None:
@@ -148,6 +147,19 @@ def _model(s: Section) -> ModelConfig:
         input=_input(s.table_("input")))
     s.done()
     return cfg
+
+
+def _check_user_decoder(s: Section, family: str) -> None:
+    if ":" not in family:
+        raise s.error("family", f"is {family!r}", "use one of " + ", ".join(map(repr, FAMILIES))
+                      + ' or a decoder of your own as "package.module:function"')
+    from edgert.postprocess.user import load_callable   # imports user code: only when asked
+    try:
+        load_callable(family)
+    except Exception as e:  # ImportError, AttributeError, a SyntaxError in the user's module …
+        raise s.error("family", f"is {family!r}, which cannot be loaded "
+                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                      "check the module is importable (PYTHONPATH) and defines the function") from None
 
 
 def _runtime(s: Section) -> RuntimeConfig:

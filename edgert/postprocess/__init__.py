@@ -1,5 +1,7 @@
 """Postprocessing: a model family's raw outputs to Detections in frame pixels."""
 
-from edgert.postprocess.families import Decoder, make_decoder
+from edgert.postprocess.base import Decoder
+from edgert.postprocess.families import make_decoder
+from edgert.postprocess.user import DecodeContext
 
-__all__ = ["Decoder", "make_decoder"]
+__all__ = ["Decoder", "DecodeContext", "make_decoder"]

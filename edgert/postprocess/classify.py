@@ -1,0 +1,27 @@
+"""Classifiers: `[N, classes]` logits or probabilities → the top-k classes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from edgert.frame import Detections
+from edgert.preprocess.transform import Transform
+
+
+class ClassifyDecoder:
+    """Softmax when the output is not already a probability distribution."""
+
+    def __init__(self, labels: tuple[str, ...], output_index: int, conf: float, top_k: int) -> None:
+        self.labels, self.index, self.conf, self.top_k = labels, output_index, conf, top_k
+
+    def __call__(self, outputs: Sequence[np.ndarray], transform: Transform) -> Detections:
+        x = outputs[self.index].reshape(-1).astype(np.float32)
+        if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
+            x = np.exp(x - x.max())
+            x /= x.sum()
+        top = np.argsort(-x, kind="stable")[:self.top_k]
+        top = top[x[top] >= self.conf]
+        return Detections(np.zeros((top.size, 0), np.float32), x[top],
+                          top.astype(np.int32), self.labels)
