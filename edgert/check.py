@@ -31,7 +31,9 @@ def check(config_path: str) -> str:
                                        zip(info.output_names, info.output_shapes)),
             f"labels     {len(labels)}: " + ", ".join(labels[:8]) + (" …" if len(labels) > 8 else ""),
             f"providers  requested {', '.join(cfg.runtime.providers)}; bound "
-            f"{', '.join(info.providers)}",
+            f"{', '.join(info.providers)}"
+            + (f"; not bound: {', '.join(info.not_bound)} (degraded, policy "
+               f"{cfg.runtime.provider_policy})" if info.degraded else ""),
             f"budget     {cfg.runtime.budget_ms:g} ms, on overrun {cfg.runtime.on_overrun} "
             f"(safe action {cfg.fail_safe.action!r})",
             f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "

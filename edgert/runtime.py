@@ -87,8 +87,7 @@ class Runtime:
     @classmethod
     def build(cls, cfg: Config, *, enforce_budget: bool = True,
               outputs: list[Output] | None = None, source: FrameSource | None = None) -> Runtime:
-        session, info = load_model(cfg.model.path, cfg.runtime.providers,
-                                   cfg.runtime.intra_op_threads)
+        session, info = load_model(cfg.model.path, cfg.runtime, str(cfg.file))
         hw = input_hw(cfg, info)
         decoder = make_decoder(cfg.model, info, hw)
         dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
@@ -170,9 +169,10 @@ class Runtime:
         started = monotonic()
         end = started + duration_s if duration_s is not None else float("inf")
         self.notifier.send("READY=1")
-        log.info("ready: device %s, model %s (%s), providers %s, budget %g ms, run %s",
+        log.info("ready: device %s, model %s (%s), providers %s%s, budget %g ms, run %s",
                  self.cfg.device_id, self.info.path.name, self.cfg.model.family,
-                 ",".join(self.info.providers), self.cfg.runtime.budget_ms, self.run_id)
+                 ",".join(self.info.providers), " (degraded)" if self.info.degraded else "",
+                 self.cfg.runtime.budget_ms, self.run_id)
         try:
             while not stop.is_set() and monotonic() < end:
                 if max_records is not None and self.summary.records >= max_records:

@@ -161,3 +161,44 @@ def test_check_prints_summary_of_what_bound(workdir: Path) -> None:
     assert "CPUExecutionProvider" in out
     assert "images [1, 3, 64, 64]" in out
     assert "200 ms" in out and "'stop'" in out
+
+
+@pytest.mark.parametrize("policy", ["fallback", "fail"])
+def test_missing_provider_falls_back_or_refuses_as_configured(workdir: Path, policy: str) -> None:
+    text = GOOD.replace("budget_ms = 200", f'budget_ms = 200\nproviders = ["cuda", "cpu"]\n'
+                        f'provider_policy = "{policy}"\n\n[runtime.provider_options.cuda]\n'
+                        "device_id = 0")
+    proc = edgert("check", str(write_config(workdir / "device.toml", text)))
+    if policy == "fallback":
+        assert proc.returncode == 0, proc.stderr
+        assert "bound CPUExecutionProvider; not bound: cuda (degraded" in proc.stdout
+        assert proc.stderr.count("degraded") == 1          # warned once
+    else:
+        assert proc.returncode == 2
+        assert "runtime.providers asks for cuda" in proc.stderr and "fallback" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_provider_options_for_an_unlisted_provider_are_rejected(workdir: Path) -> None:
+    text = GOOD.replace("budget_ms = 200", "budget_ms = 200\n\n[runtime.provider_options.openvino]\n"
+                        'device_type = "CPU"')
+    with pytest.raises(ConfigError, match=r"runtime\.provider_options\.openvino.*add 'openvino'"):
+        load_config(write_config(workdir / "device.toml", text))
+
+
+def test_model_toml_beside_the_model_gives_defaults_the_config_overrides(workdir: Path) -> None:
+    (workdir / "names.txt").write_text("part\ndefect\n")
+    (workdir / "model.toml").write_text(
+        '[model]\nlabels = "names.txt"\nconf = 0.6\n\n[model.input]\ncolor = "rgb"\nscale = 0.5\n')
+    text = GOOD.replace('labels = "labels.txt"', "iou = 0.3\n\n[model.input]\nscale = 0.25")
+    cfg = load_config(write_config(workdir / "device.toml", text))
+    assert cfg.model.labels == ("part", "defect") and cfg.model.conf == 0.6
+    assert cfg.model.iou == 0.3
+    assert cfg.model.input.color == "rgb" and cfg.model.input.scale == 0.25
+
+
+def test_a_fault_in_model_toml_names_model_toml(workdir: Path) -> None:
+    (workdir / "model.toml").write_text('[model]\nconf = "high"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(workdir / "device.toml", GOOD))
+    assert str(workdir / "model.toml") in str(err.value) and "model.conf" in str(err.value)

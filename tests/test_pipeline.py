@@ -12,7 +12,7 @@ import pytest
 
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
-from edgert.config.types import InputConfig, ModelConfig
+from edgert.config.types import InputConfig, ModelConfig, RuntimeConfig
 from edgert.deadline import Deadline, monotonic
 from edgert.frame import Frame
 from edgert.infer import InferenceRunner, load_model
@@ -108,7 +108,7 @@ def test_classify_decoder_softmaxes_logits(material: Path) -> None:
 
 def test_inference_past_its_deadline_is_abandoned_not_waited_for(tmp_path: Path) -> None:
     path = matmul_chain(tmp_path / "chain.onnx", size=768, depth=24)
-    session, info = load_model(path, threads=1)
+    session, info = load_model(path, RuntimeConfig(intra_op_threads=1))
     runner = InferenceRunner(session, info.input_name)
     tensor = np.random.default_rng(0).random((1, 3, 64, 64), np.float32)
     try:

@@ -125,8 +125,46 @@ def _input(s: Section) -> InputConfig:
     return cfg
 
 
+MODEL_CARD = "model.toml"
+
+
+def _read_toml(file: Path) -> dict:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "", "is not UTF-8 text", "save it as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(file), "", f"is not valid TOML ({e})", "fix the syntax") from None
+
+
 def _model(s: Section) -> ModelConfig:
+    """[model], over the defaults an optional model.toml beside the .onnx gives.
+
+    model.toml carries what the model file cannot say about itself (family, colour order,
+    scaling, labels, thresholds), so one model serves many device configs unchanged.
+    """
     path = s.path("path", fix="point it at an existing .onnx file")
+    card = path.with_name(MODEL_CARD)
+    if not card.is_file():
+        return _model_values(s, path)
+    top = Section(card, "", _read_toml(card))
+    base = top.table_("model")
+    top.done()
+    _model_values(Section(card, "model", dict(base.table)), path)   # its own errors name it
+    merged = dict(base.table)
+    if isinstance(merged.get("labels"), str):
+        merged["labels"] = str((card.parent / merged["labels"]).resolve())
+    for key, value in s.table.items():
+        if key == "input" and isinstance(value, dict) and isinstance(merged.get("input"), dict):
+            merged["input"] = {**merged["input"], **value}
+        elif key != "path":
+            merged[key] = value
+    s.raw("path")
+    s._seen.update(s.table)   # read below, through the merged view
+    return _model_values(Section(s.file, s.prefix, merged), path)
+
+
+def _model_values(s: Section, path: Path) -> ModelConfig:
     family = s.str("family", "yolov8")
     if family not in FAMILIES:
         _check_user_decoder(s, family)
@@ -167,11 +205,36 @@ def _runtime(s: Section) -> RuntimeConfig:
     for p in providers:
         if p.lower() not in PROVIDERS:
             raise s.error("providers", f"names {p!r}", "use names from: " + ", ".join(PROVIDERS))
+    providers = tuple(p.lower() for p in providers)
+    options = {}
+    opt_section = s.table_("provider_options")
+    for name in list(opt_section.table):
+        if name not in PROVIDERS:
+            raise opt_section.error(name, "is not a provider", "use names from: " + ", ".join(PROVIDERS))
+        if name not in providers:
+            raise opt_section.error(name, f"configures {name!r}, which runtime.providers does "
+                                    "not list", f"add {name!r} to runtime.providers or remove this table")
+        table = opt_section.table_(name)
+        opts = {}
+        for key, value in table.table.items():
+            if isinstance(value, (dict, list)):
+                raise table.error(key, f"is {value!r}", "provider options are strings, numbers or booleans")
+            # onnxruntime takes every provider option as a string; booleans as "True"/"False"
+            # for some providers and "1"/"0" for others, so a user writes what the docs say.
+            opts[key] = str(value) if not isinstance(value, bool) else ("1" if value else "0")
+            table.raw(key)
+        table.done()
+        options[name] = opts
+    opt_section.done()
     cfg = RuntimeConfig(
-        providers=tuple(p.lower() for p in providers),
+        providers=providers,
         budget_ms=s.number("budget_ms", 50.0, lo=0.0, hi=60_000.0, lo_open=True),
         on_overrun=s.str("on_overrun", "fail_safe", choices=("fail_safe", "skip")),
-        intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True))
+        intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True),
+        inter_op_threads=s.number("inter_op_threads", 1, lo=0, hi=256, integer=True),
+        spin_wait=s.bool("spin_wait", False),
+        provider_policy=s.str("provider_policy", "fallback", choices=("fallback", "fail")),
+        provider_options=options)
     s.done()
     return cfg
 

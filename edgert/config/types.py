@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 Point = tuple[float, float]
 
@@ -54,7 +55,10 @@ class RuntimeConfig:
     on_overrun: str = "fail_safe"       # fail_safe | hold_last | skip
     hold_last_max_age_ms: float = 500.0
     intra_op_threads: int = 2
-    enforce_budget: bool = True          # replay turns this off so runs are repeatable
+    inter_op_threads: int = 1
+    spin_wait: bool = False              # onnxruntime's thread-pool spinning; off saves a core
+    provider_policy: str = "fallback"    # fallback | fail: when a preferred provider is missing
+    provider_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import ast
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from edgert.config.types import RuntimeConfig
 from edgert.errors import ModelError
+from edgert.infer.providers import check_bound, plan
 
-# Config names → onnxruntime provider names, in the order a user is likely to prefer them.
-PROVIDER_NAMES = {
-    "tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
-    "rocm": "ROCMExecutionProvider", "migraphx": "MIGraphXExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider", "qnn": "QNNExecutionProvider",
-    "coreml": "CoreMLExecutionProvider", "xnnpack": "XnnpackExecutionProvider",
-    "acl": "ACLExecutionProvider", "armnn": "ArmNNExecutionProvider",
-    "dml": "DmlExecutionProvider", "cpu": "CPUExecutionProvider",
-}
+log = logging.getLogger("edgert.infer")
+
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
            "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
@@ -36,6 +32,12 @@ class ModelInfo:
     output_shapes: tuple[tuple[int | str | None, ...], ...]
     metadata: dict[str, str]
     providers: tuple[str, ...]   # actually bound, in onnxruntime's order
+    not_bound: tuple[str, ...] = ()   # preferred providers that are missing or failed
+
+    @property
+    def degraded(self) -> bool:
+        """Running on a fallback provider: slower than the board should be."""
+        return bool(self.not_bound)
 
     @property
     def static_hw(self) -> tuple[int, int] | None:
@@ -59,31 +61,34 @@ class ModelInfo:
         return None
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(rt: RuntimeConfig) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    opts.intra_op_num_threads = rt.intra_op_threads
+    opts.inter_op_num_threads = rt.inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spinning threads burn a core in every idle gap between frames and slow the
-    # grabber and the rest of the loop on a 2-core board; sleeping costs ~µs per run.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Spinning threads burn a core in every idle gap between frames (measured: ~33 ms of CPU
+    # per gap with 2 threads) and slow the grabber and the loop on a 2-core board.
+    spin = "1" if rt.spin_wait else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     # Errors only: some exports warn once per initializer, which would bury our own log.
     opts.log_severity_level = 3
     return opts
 
 
-def load_model(path: Path, providers: tuple[str, ...] = ("cpu",),
-               threads: int = 2) -> tuple[ort.InferenceSession, ModelInfo]:
-    """Create the session; a file that is not a usable model raises ModelError naming it."""
-    available = set(ort.get_available_providers())
-    wanted = [PROVIDER_NAMES[p] for p in providers if PROVIDER_NAMES[p] in available]
-    if "CPUExecutionProvider" not in wanted:
-        wanted.append("CPUExecutionProvider")
+def load_model(path: Path, rt: RuntimeConfig | None = None,
+               where: str = "") -> tuple[ort.InferenceSession, ModelInfo]:
+    """Create the session once; a file that is not a usable model raises ModelError naming it.
+
+    `where` names the config file for provider messages.
+    """
+    rt = rt or RuntimeConfig()
+    where = where or str(path)
+    pp = plan(rt.providers, rt.provider_options, rt.provider_policy, where)
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                       providers=wanted)
+        session = ort.InferenceSession(str(path), sess_options=session_options(rt),
+                                       providers=list(zip(pp.requested, pp.options)))
     except Exception as e:  # onnxruntime raises several private exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{path}: onnxruntime cannot load this model ({first[:200]}); "
@@ -97,6 +102,8 @@ def load_model(path: Path, providers: tuple[str, ...] = ("cpu",),
     if inp.type not in _DTYPES:
         raise ModelError(f"{path}: input {inp.name} has type {inp.type}; edgert feeds float32, "
                          "float16 or uint8 images")
+    bound = tuple(session.get_providers())
+    unbound = check_bound(pp, bound, rt.provider_policy, where)
     meta = session.get_modelmeta().custom_metadata_map or {}
     outs = session.get_outputs()
     info = ModelInfo(
@@ -105,5 +112,9 @@ def load_model(path: Path, providers: tuple[str, ...] = ("cpu",),
         input_dtype=np.dtype(_DTYPES[inp.type]),
         output_names=tuple(o.name for o in outs),
         output_shapes=tuple(tuple(d if isinstance(d, int) else None for d in o.shape) for o in outs),
-        metadata=dict(meta), providers=tuple(session.get_providers()))
+        metadata=dict(meta), providers=bound,
+        not_bound=pp.missing + tuple(n for n in unbound if n != "CPUExecutionProvider"))
+    if info.degraded:
+        log.warning("%s: preferred providers not bound (%s); running on %s (degraded)",
+                    where, ", ".join(info.not_bound), ", ".join(bound))
     return session, info
