@@ -184,3 +184,45 @@ def test_yolov8_export_with_metadata_runs_over_a_real_video(tmp_path: Path, mate
             x1, y1, x2, y2 = d["box"]
             assert 0 <= x1 <= x2 <= 640 and 0 <= y1 <= y2 <= 272
             assert d["label"] == str(d["class_id"])   # the export's metadata names are "0".."79"
+
+
+def test_ultraface_keeps_the_log_readable(tmp_path: Path, material: Path) -> None:
+    # Its file lists every weight among the graph inputs: onnxruntime warns once per weight
+    # at its default log level. edgert's session log level keeps stderr to edgert's own lines.
+    model_extra = """family = "ssd"
+conf = 0.7
+
+[model.input]
+resize = "stretch"
+color = "rgb"
+scale = 0.0078125
+mean = [0.9921875, 0.9921875, 0.9921875]
+"""
+    (tmp_path / "face.txt").write_text("face\n")
+    cfg = config(tmp_path, url=f"images:{material / 'images'}", mode="every", source_extra="",
+                 model=str(material / "models/ultraface_version-slim-320.onnx"),
+                 model_extra=model_extra.replace('family = "ssd"', 'family = "ssd"\nlabels = "face.txt"'))
+    proc = edgert("run", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "Initializer" not in proc.stderr
+    assert all(ln.startswith("edgert: ") for ln in proc.stderr.splitlines()), proc.stderr[:500]
+    faces = [len(r["detections"]) for r in records(proc.stdout)]
+    assert max(faces) >= 5 and sum(f > 0 for f in faces) >= 4
+
+
+def test_yolox_over_the_people_video_sees_people(tmp_path: Path, material: Path) -> None:
+    model_extra = f"""family = "yolox"
+labels = "{material / 'models/coco80.names'}"
+conf = 0.5
+
+[model.input]
+align = "top_left"
+"""
+    cfg = config(tmp_path, url=f"file:{material / 'videos/intel_one-by-one-person-detection.mp4'}",
+                 mode="every", source_extra="", budget=5000,
+                 model=str(material / "models/yolox_nano_coco_416.onnx"), model_extra=model_extra)
+    proc = edgert("run", str(cfg), "--frames", "400", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    people = [sum(d["label"] == "person" for d in r["detections"]) for r in out]
+    assert len(out) == 400 and sum(p > 0 for p in people) > 50
