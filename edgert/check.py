@@ -9,8 +9,16 @@ from edgert.runtime import Runtime, input_hw
 
 
 def check(config_path: str) -> str:
-    t0 = time.perf_counter()
     cfg = load_config(config_path)
+    kernels = "reference (OpenCV + numpy)"
+    if cfg.runtime.kernels == "numba":
+        k0 = time.perf_counter()
+        from edgert.postprocess import kernels as post
+        from edgert.preprocess import fused as pre
+        cached = pre.kernels_from_cache() and post.kernels_from_cache()
+        kernels = (f"numba, {'loaded from cache' if cached else 'compiled (cold start)'} in "
+                   f"{time.perf_counter() - k0:.2f} s")
+    t0 = time.perf_counter()
     # A dummy output list: check must not append to the user's jsonl files.
     rt = Runtime.build(cfg, outputs=[], source=_NoSource())
     try:
@@ -39,7 +47,8 @@ def check(config_path: str) -> str:
             f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
             f"zones {len(cfg.zones)}",
             f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured"),
-            f"start-up   {t1 - t0:.2f} s to load, {t2 - t1:.2f} s for the first inference",
+            f"kernels    {kernels}",
+            f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
         ]
         return "\n".join(lines)
     finally:

@@ -16,7 +16,7 @@ from edgert.decide import RuleEngine
 from edgert.errors import ModelError
 from edgert.frame import Decision, Frame
 from edgert.infer import InferenceRunner, ModelInfo, load_model
-from edgert.pipeline import FrameResult, Pipeline
+from edgert.pipeline import FrameResult, Pipeline, Preprocess
 from edgert.postprocess import make_decoder
 from edgert.preprocess import ReferencePreprocessor
 from edgert.publish import JsonlOutput, Output, Publisher, StdoutOutput
@@ -89,9 +89,14 @@ class Runtime:
               outputs: list[Output] | None = None, source: FrameSource | None = None) -> Runtime:
         session, info = load_model(cfg.model.path, cfg.runtime, str(cfg.file))
         hw = input_hw(cfg, info)
-        decoder = make_decoder(cfg.model, info, hw)
+        decoder = make_decoder(cfg.model, info, hw, cfg.runtime.kernels)
         dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
-        pre = ReferencePreprocessor(cfg.model.input, hw, dtype)
+        pre: Preprocess
+        if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
+            from edgert.preprocess.fused import FusedPreprocessor
+            pre = FusedPreprocessor(cfg.model.input, hw, dtype)
+        else:
+            pre = ReferencePreprocessor(cfg.model.input, hw, dtype)
         runner = InferenceRunner(session, info.input_name)
         pipeline = Pipeline(pre, runner, decoder, RuleEngine(cfg.rules, cfg.zones))
         if outputs is None:

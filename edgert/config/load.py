@@ -233,6 +233,7 @@ def _runtime(s: Section) -> RuntimeConfig:
         intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True),
         inter_op_threads=s.number("inter_op_threads", 1, lo=0, hi=256, integer=True),
         spin_wait=s.bool("spin_wait", False),
+        kernels=s.str("kernels", "numba", choices=("numba", "reference")),
         provider_policy=s.str("provider_policy", "fallback", choices=("fallback", "fail")),
         provider_options=options)
     s.done()

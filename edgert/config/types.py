@@ -56,6 +56,7 @@ class RuntimeConfig:
     hold_last_max_age_ms: float = 500.0
     intra_op_threads: int = 2
     inter_op_threads: int = 1
+    kernels: str = "numba"               # numba | reference: pre/post-processing implementation
     spin_wait: bool = False              # onnxruntime's thread-pool spinning; off saves a core
     provider_policy: str = "fallback"    # fallback | fail: when a preferred provider is missing
     provider_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)

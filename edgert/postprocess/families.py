@@ -28,7 +28,9 @@ def _end2end(info: ModelInfo) -> int | None:
     return None
 
 
-def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int]) -> Decoder:
+def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int],
+                 kernels: str = "reference") -> Decoder:
+    """`kernels="numba"` picks the compiled decoder where one exists (YOLOv8 today)."""
     fam, shapes = cfg.family, info.output_shapes
     if fam == "yolov8":
         e2e = _end2end(info)
@@ -39,8 +41,13 @@ def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int]) -
         for i, shp in enumerate(shapes):
             dims = _ints(shp[1:])
             if len(shp) == 3 and dims and 5 <= dims[0] < dims[1]:
-                return YoloV8Decoder(resolve_labels(cfg, info, dims[0] - 4), i, cfg.conf,
-                                     cfg.iou, cfg.max_det)
+                labels = resolve_labels(cfg, info, dims[0] - 4)
+                if kernels == "numba":
+                    from edgert.postprocess.kernels import YoloV8Kernel
+                    kernel = YoloV8Kernel(labels, i, cfg.conf, cfg.iou, cfg.max_det, dims[1])
+                    kernel.warm_up(dims[0] - 4)
+                    return kernel
+                return YoloV8Decoder(labels, i, cfg.conf, cfg.iou, cfg.max_det)
         raise no_output(info, fam, "an output shaped [1, 4+classes, anchors]")
     if fam in ("yolov5", "yolox"):
         for i, shp in enumerate(shapes):

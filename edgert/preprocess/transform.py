@@ -53,7 +53,7 @@ def plan_transform(frame_hw: tuple[int, int], input_hw: tuple[int, int], resize:
         # Shorter side to size / crop_fraction, then the centre crop of the input size: the
         # torchvision "resize 256, crop 224" recipe expressed on the frame instead.
         s = max(ih, iw) / crop_fraction / min(fh, fw)
-        cw, ch = min(fw, round(iw / s)), min(fh, round(ih / s))
+        cw, ch = max(1, min(fw, round(iw / s))), max(1, min(fh, round(ih / s)))
         x0, y0 = (fw - cw) // 2, (fh - ch) // 2
         return Transform(frame_hw, input_hw, (ih, iw), (x0, y0, cw, ch), (0, 0), (iw / cw, ih / ch))
     raise ValueError(f"unknown resize mode {resize!r}")
