@@ -37,7 +37,28 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("config", metavar="CONFIG")
     b.add_argument("--frames", type=_positive_int, default=300, metavar="N")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    q = sub.add_parser("quantize", help="static INT8 (QDQ) calibrated on real frames, with a "
+                       "FP32-vs-INT8 speed and agreement report and a verdict")
+    q.add_argument("model", metavar="MODEL.onnx")
+    q.add_argument("--calib", required=True, metavar="DIR_OR_VIDEO",
+                   help="a folder of images or a video: calibration (and held-out) frames")
+    q.add_argument("--out", required=True, metavar="MODEL_INT8.onnx")
+    q.add_argument("--config", metavar="DEVICE.toml",
+                   help="take model.input, family, labels and thresholds from a device config")
+    q.add_argument("--family", help="the model family when no config or model.toml says it")
+    q.add_argument("--frames", type=_positive_int, default=64, metavar="N",
+                   help="calibration frames (default 64)")
+    q.add_argument("--agreement", type=_fraction, default=0.95, metavar="F",
+                   help="detections INT8 must keep, both directions (default 0.95)")
     return p
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError("must be at most 1")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -87,6 +108,22 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        import onnx  # noqa: F401  (quantization edits graphs; the runtime itself never needs it)
+    except ImportError:
+        raise UsageError("edgert quantize needs the onnx package; install it with "
+                         "pip install 'edgert[quantize]'") from None
+    from edgert.quantize import format_report, run_quantize
+    report = run_quantize(Path(args.model), Path(args.calib), Path(args.out),
+                          config=Path(args.config) if args.config else None, family=args.family,
+                          frames=args.frames, threshold=args.agreement)
+    print(format_report(report))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # OpenCV and FFmpeg warn on every failed reopen of a live source; edgert reports outages
     # itself, once. A user's own setting wins. Must happen before cv2 is imported.
@@ -95,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="edgert: %(levelname)s: %(message)s")
-    verbs = {"run": _run, "check": _check, "bench": _bench}
+    verbs = {"run": _run, "check": _check, "bench": _bench, "quantize": _quantize}
     try:
         return verbs[args.verb](args)
     except UsageError as e:
