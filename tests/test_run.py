@@ -226,3 +226,18 @@ align = "top_left"
     out = records(proc.stdout)
     people = [sum(d["label"] == "person" for d in r["detections"]) for r in out]
     assert len(out) == 400 and sum(p > 0 for p in people) > 50
+
+
+def test_duration_stops_the_run_after_s_seconds_of_frames(tmp_path: Path, const_model) -> None:
+    proc = edgert("run", str(config(tmp_path)), "--duration", "1.5")
+    assert proc.returncode == 0, proc.stderr
+    n = len(records(proc.stdout))
+    assert 10 <= n <= 60, n          # a 30 fps pattern for 1.5 s: ~45 frames, wide margins
+
+
+def test_bad_command_line_is_exit_2(tmp_path: Path) -> None:
+    for args in (["run"], ["run", "x.toml", "--frames", "0"], ["fly"]):
+        proc = edgert(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = edgert("run", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2 and "missing.toml" in proc.stderr and "no such config" in proc.stderr
