@@ -25,8 +25,18 @@ class FrameResult:
     latency_ms: dict[str, float]
     detections: Detections | None = None
     outcome: Outcome | None = None
-    cause: str | None = None          # stale | preprocess | infer | infer_error | postprocess | decide
+    cause: str | None = None          # see docs/configuration.md, "The decision record"
     error: str | None = None
+
+
+def finite(det: Detections) -> Detections:
+    """Drop detections with NaN/inf (an overflowing fp16/int8 model): records must stay JSON."""
+    ok = np.isfinite(det.scores)
+    if det.has_boxes:
+        ok &= np.isfinite(det.boxes).all(axis=1)
+    if ok.all():
+        return det
+    return Detections(det.boxes[ok], det.scores[ok], det.class_ids[ok], det.labels)
 
 
 class Pipeline:
@@ -54,10 +64,16 @@ class Pipeline:
         t2 = monotonic()
         lat["infer"] = (t2 - t1) * 1e3
         if run.outputs is None:
-            return self._overrun(lat, "infer_error" if run.error else "infer", run.error)
+            cause = "infer_busy" if run.busy else "infer_error" if run.error else "infer"
+            return self._overrun(lat, cause, run.error)
         if deadline.expired(t2):
             return self._overrun(lat, "infer")
-        detections = self.decoder(run.outputs, transform)
+        try:
+            detections = self.decoder(run.outputs, transform)
+        except Exception as e:  # a user decoder, or a model emitting garbage: never fatal
+            lat["postprocess"] = (monotonic() - t2) * 1e3
+            return self._overrun(lat, "postprocess_error", f"{type(e).__name__}: {e}"[:200])
+        detections = finite(detections)
         t3 = monotonic()
         lat["postprocess"] = (t3 - t2) * 1e3
         if deadline.expired(t3):
@@ -66,5 +82,6 @@ class Pipeline:
         t4 = monotonic()
         lat["decide"] = (t4 - t3) * 1e3
         if deadline.expired(t4):
+            self.rules.retract()
             return FrameResult("overrun", lat, detections, outcome, cause="decide")
         return FrameResult("ok", lat, detections, outcome)

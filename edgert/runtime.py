@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edgert.config.types import Config, OutputConfig
+from edgert.config.types import Config
 from edgert.deadline import Deadline, monotonic, wall
 from edgert.decide import RuleEngine
-from edgert.errors import ModelError
-from edgert.frame import Decision, Frame
+from edgert.errors import ConfigError, ModelError, SourceUnavailable
+from edgert.frame import STAGES, Decision, Frame
 from edgert.infer import InferenceRunner, ModelInfo, load_model
 from edgert.pipeline import FrameResult, Pipeline, Preprocess
 from edgert.postprocess import make_decoder
@@ -62,13 +62,27 @@ def input_hw(cfg: Config, info: ModelInfo) -> tuple[int, int]:
                      "input shape; set model.input.size = [height, width]")
 
 
-def make_output(cfg: OutputConfig) -> Output:
-    if cfg.type == "stdout":
-        return StdoutOutput()
-    if cfg.type == "jsonl":
-        assert cfg.path is not None
-        return JsonlOutput.open(cfg.path, cfg.flush_every)
-    raise ValueError(f"unknown output type {cfg.type!r}")   # config validation rules this out
+def make_output(cfg: Config, index: int) -> Output:
+    out = cfg.outputs[index]
+    if out.type == "jsonl" and out.path is not None:
+        try:
+            return JsonlOutput.open(out.path, out.flush_every)
+        except OSError as e:
+            raise ConfigError(str(cfg.file), f"outputs[{index}].path", f"cannot be opened for "
+                              f"appending ({e.strerror})", "point it at a writable file") from None
+    return StdoutOutput()   # validation admits only stdout and jsonl
+
+
+def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
+    """A rule naming a label the model does not have would silently never fire."""
+    if not labels:   # a user decoder that names no labels: nothing to check against
+        return
+    for i, rule in enumerate(cfg.rules):
+        for lab in rule.labels:
+            if lab not in labels:
+                shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
+                raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, which the "
+                                  f"model does not have", f"use one of its labels: {shown}")
 
 
 class Runtime:
@@ -83,6 +97,7 @@ class Runtime:
         self.summary = RunSummary()
         self.budget_s = cfg.runtime.budget_ms / 1e3
         self.notifier = Notifier.from_env()
+        self._errors: dict[str, int] = {}
 
     @classmethod
     def build(cls, cfg: Config, *, enforce_budget: bool = True,
@@ -90,6 +105,7 @@ class Runtime:
         session, info = load_model(cfg.model.path, cfg.runtime, str(cfg.file))
         hw = input_hw(cfg, info)
         decoder = make_decoder(cfg.model, info, hw, cfg.runtime.kernels)
+        check_rule_labels(cfg, decoder.labels)
         dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
         pre: Preprocess
         if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
@@ -100,7 +116,7 @@ class Runtime:
         runner = InferenceRunner(session, info.input_name)
         pipeline = Pipeline(pre, runner, decoder, RuleEngine(cfg.rules, cfg.zones))
         if outputs is None:
-            outputs = [make_output(o) for o in cfg.outputs]
+            outputs = [make_output(cfg, i) for i in range(len(cfg.outputs))]
         return cls(cfg, source or open_source(cfg.source), pipeline, info, Publisher(outputs),
                    enforce_budget)
 
@@ -114,6 +130,10 @@ class Runtime:
         try:
             for _ in range(runs):
                 result = self.pipeline.process(frame, Deadline.never())
+                if result.cause == "postprocess_error":
+                    raise ModelError(f"{self.cfg.file}: model.family {self.cfg.model.family!r} "
+                                     f"failed on the first inference ({result.error}); fix the "
+                                     "decoder or the family")
                 if result.error:
                     raise ModelError(f"{self.info.path}: the first inference failed "
                                      f"({result.error}); check the model and model.input")
@@ -125,7 +145,7 @@ class Runtime:
             return Deadline.after(frame.captured_mono, self.budget_s)
         return Deadline(at=float("inf"), budget_s=self.budget_s)
 
-    def _record(self, frame: Frame, result: FrameResult) -> Decision:
+    def _record(self, frame: Frame, result: FrameResult, seq: int) -> Decision:
         s = self.summary
         extra: dict[str, Any] = {}
         if result.status == "ok" and result.outcome is not None:
@@ -138,13 +158,14 @@ class Runtime:
             extra["cause"] = result.cause
             s.causes[result.cause or "?"] = s.causes.get(result.cause or "?", 0) + 1
         decided = monotonic()
-        lat = dict(result.latency_ms)
+        # Every record carries every stage, 0 for those a late frame never reached.
+        lat = dict.fromkeys(STAGES, 0.0)
+        lat.update(result.latency_ms)
         # The budget runs from the capture timestamp; `capture` (grab + decode) came before it.
         lat["total"] = (decided - frame.captured_mono) * 1e3
         lat = {k: round(v, 3) for k, v in lat.items()}
         dets = tuple(result.detections.to_records()) if status == "ok" and result.detections else ()
-        self.seq += 1
-        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=self.seq,
+        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=seq,
                         frame_id=frame.index, captured_at=frame.captured_wall,
                         decided_at=frame.captured_wall + (decided - frame.captured_mono),
                         deadline_ms=self.cfg.runtime.budget_ms, status=status, action=action,
@@ -154,11 +175,22 @@ class Runtime:
         """One frame, end to end, including publishing."""
         deadline = self._deadline(frame)
         result = self.pipeline.process(frame, deadline)
-        if result.status == "ok" and deadline.expired():
-            # Decided, but too late to be acted on as if on time.
+        if result.error:
+            self._report_error(result)
+        seq = self.seq + 1
+        decision = self._record(frame, result, seq)
+        record = decision.to_record()
+        line = self.publisher.serialize(record)
+        if decision.status == "ok" and deadline.expired():
+            # Decided, but too late to be acted on as if on time: checked after serialising,
+            # the last work before the bytes go out.
+            self.pipeline.rules.retract()
             result = FrameResult("overrun", result.latency_ms, cause="publish")
-        decision = self._record(frame, result)
-        self.publisher.publish(decision.to_record())
+            decision = self._record(frame, result, seq)
+            record = decision.to_record()
+            line = self.publisher.serialize(record)
+        self.publisher.publish(record, line)
+        self.seq = seq
         s = self.summary
         s.records += 1
         setattr(s, decision.status, getattr(s, decision.status) + 1)
@@ -166,11 +198,27 @@ class Runtime:
         s.latency.add(decision.latency_ms)
         return decision
 
+    def _report_error(self, result: FrameResult) -> None:
+        """A failing model or decoder is logged on its first frame and every 1000th after."""
+        key = result.cause or "error"
+        n = self._errors.get(key, 0) + 1
+        self._errors[key] = n
+        if n == 1 or n % 1000 == 0:
+            log.warning("%s on %d frame(s) so far: %s", key, n, result.error)
+
     def run(self, stop: threading.Event, max_records: int | None = None,
             duration_s: float | None = None) -> RunSummary:
         """Until stopped, the source ends, `max_records` are out or `duration_s` has passed."""
-        self.source.start()
-        self.warm_up()
+        try:
+            # Warm up before the source starts: frames queued meanwhile would only be stale.
+            self.warm_up()
+            try:
+                self.source.start()
+            except SourceUnavailable as e:
+                raise SourceUnavailable(f"{self.cfg.file}: source.url: {e}") from None
+        except BaseException:
+            self.close()
+            raise
         started = monotonic()
         end = started + duration_s if duration_s is not None else float("inf")
         self.notifier.send("READY=1")

@@ -28,7 +28,8 @@ def edgert(*args: str, timeout: float = 120, env: dict | None = None,
            cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user or systemd would."""
     full_env = dict(os.environ, **(env or {}))
-    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    extra = (env or {}).get("PYTHONPATH", "")
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), extra) if p)
     return subprocess.run([sys.executable, "-m", "edgert", *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=cwd or REPO)
 

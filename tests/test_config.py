@@ -49,6 +49,7 @@ type = "stdout"
 def workdir(tmp_path: Path) -> Path:
     yolo_constant(tmp_path / "model.onnx", one_box_pred())
     (tmp_path / "labels.txt").write_text("part\ndefect\n")
+    (tmp_path / "latin1.txt").write_bytes("pièce\ndéfaut\n".encode("latin-1"))
     return tmp_path
 
 
@@ -88,8 +89,6 @@ BAD = [
      "source.url", "rtsp"),
     ("zone not defined", lambda t: t.replace('zone = "gate"', 'zone = "exit"'),
      "rules[0].zone", "[[zones]]"),
-    ("rule label unknown", lambda t: t.replace('labels = ["defect"]', 'labels = ["dog"]'),
-     "rules[0].labels", "label"),
     ("loop on a live source", lambda t: t.replace("fps = 30", "fps = 30\nloop = true"),
      "source.loop", "file:"),
     ("debounce k > n", lambda t: t.replace('action = "reject"', 'action = "reject"\ndebounce = [3, 2]'),
@@ -102,6 +101,12 @@ BAD = [
      "model.family", "package.module:function"),
     ("decoder does not import", lambda t: t.replace('labels = "labels.txt"',
      'labels = "labels.txt"\nfamily = "no_such_module_x:decode"'), "model.family", "PYTHONPATH"),
+    ("labels not UTF-8", lambda t: t.replace('labels = "labels.txt"', 'labels = "latin1.txt"'),
+     "model.labels", "UTF-8"),
+    ("jsonl path is a folder", lambda t: t + '\n[[outputs]]\ntype = "jsonl"\npath = "."\n',
+     "outputs[1].path", "folder"),
+    ("huge size", lambda t: t.replace("fps = 30", "fps = 30\nsize = [100000, 100000]"),
+     "source.size", "at most 8192"),
     ("not TOML", lambda t: t + "\n[[[broken\n", "", "syntax"),
     ("unknown provider", lambda t: t.replace("budget_ms = 200", 'budget_ms = 200\nproviders = ["gpu"]'),
      "runtime.providers", "cuda"),
@@ -131,7 +136,8 @@ def test_cli_reports_bad_config_with_exit_2_and_no_traceback(workdir: Path) -> N
 
 
 @pytest.mark.parametrize("case", ["size contradicts model", "labels count", "not onnx",
-                                  "truncated", "dynamic without size"])
+                                  "truncated", "dynamic without size", "rule label unknown",
+                                  "rule label not in metadata names"])
 def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
     text = GOOD
     if case == "size contradicts model":
@@ -146,12 +152,21 @@ def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
         (workdir / "model.onnx").write_bytes(data[: len(data) // 2])
     elif case == "dynamic without size":
         yolo_constant(workdir / "model.onnx", one_box_pred(), dynamic=True)
+    elif case == "rule label unknown":
+        text = text.replace('labels = ["defect"]', 'labels = ["dog"]')
+    elif case == "rule label not in metadata names":
+        yolo_constant(workdir / "model.onnx", one_box_pred(),
+                      metadata={"names": "{0: 'part', 1: 'defect'}"})
+        text = text.replace('labels = "labels.txt"\n', "").replace('labels = ["defect"]',
+                                                                       'labels = ["defct"]')
     path = write_config(workdir / "device.toml", text)
     proc = edgert("check", str(path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "model.onnx" in proc.stderr or "device.toml" in proc.stderr
+    if case.startswith("rule label"):
+        assert "rules[0].labels" in proc.stderr and "defect" in proc.stderr
 
 
 def test_check_prints_summary_of_what_bound(workdir: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, edgert, write_config
@@ -130,7 +131,7 @@ def test_budget_below_inference_gives_fail_safe_for_every_frame(tmp_path: Path) 
     out = records(proc.stdout)
     assert len(out) == 15
     assert all(r["status"] == "fail_safe" and r["action"] == "stop" for r in out), out[:2]
-    assert all(r["cause"] in ("stale", "preprocess", "infer") for r in out)
+    assert all(r["cause"] in ("stale", "preprocess", "infer", "infer_busy") for r in out)
     assert all(r["detections"] == [] for r in out)
 
 
@@ -241,3 +242,23 @@ def test_bad_command_line_is_exit_2(tmp_path: Path) -> None:
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = edgert("run", str(tmp_path / "missing.toml"))
     assert proc.returncode == 2 and "missing.toml" in proc.stderr and "no such config" in proc.stderr
+
+
+def test_a_model_emitting_nan_loses_the_bad_box_not_the_service(tmp_path: Path) -> None:
+    pred = one_box_pred()
+    pred[0, :4, 1] = np.nan            # a second confident candidate with a NaN box
+    pred[0, 5, 1] = 0.95
+    yolo_constant(tmp_path / "model.onnx", pred)
+    proc = edgert("run", str(config(tmp_path)), "--frames", "3")
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    assert len(out) == 3 and all(len(r["detections"]) == 1 for r in out)
+
+
+def test_a_user_decoder_that_fails_is_named_at_start(tmp_path: Path, const_model) -> None:
+    (tmp_path / "bad_decoder.py").write_text(
+        "def decode(outputs, ctx):\n    return [[1, 2, 3, 4, 5]], [0.9], [0]\n")
+    cfg = config(tmp_path, model_extra='family = "bad_decoder:decode"')
+    proc = edgert("check", str(cfg), env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "model.family 'bad_decoder:decode'" in proc.stderr and "Traceback" not in proc.stderr

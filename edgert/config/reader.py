@@ -75,7 +75,7 @@ class Section:
         return value
 
     def numbers(self, name: str, count: int | None, default: Any = _MISSING, *,
-                lo: float = -math.inf, integer: bool = False) -> Any:
+                lo: float = -math.inf, hi: float = math.inf, integer: bool = False) -> Any:
         value = self.raw(name, default)
         if value is default and default is not _MISSING:
             return value
@@ -83,8 +83,9 @@ class Section:
         want = f"a list of {count} {kind}" if count else f"a list of {kind}"
         if not isinstance(value, list) or (count is not None and len(value) != count) or any(
                 isinstance(v, bool) or not isinstance(v, int if integer else (int, float))
-                or not math.isfinite(v) or v < lo for v in value):
+                or not math.isfinite(v) or v < lo or v > hi for v in value):
             bound = "" if lo == -math.inf else f", each at least {lo:g}"
+            bound += "" if hi == math.inf else f" and at most {hi:g}"
             raise self.error(name, f"is {value!r}", f"it must be {want}{bound}")
         return tuple(int(v) if integer else float(v) for v in value)
 

@@ -11,6 +11,8 @@ Point = tuple[float, float]
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
+    """Where frames come from ([source])."""
+
     url: str                    # as written by the user, for messages
     kind: str                   # file | camera | v4l | network | gstreamer | images | pattern
     target: str                 # path, device index, URL or pipeline, resolved against the config
@@ -25,6 +27,8 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class InputConfig:
+    """What the model expects of its input ([model.input])."""
+
     resize: str = "letterbox"          # letterbox | stretch | center_crop
     size: tuple[int, int] | None = None  # [height, width]; from the model when static
     color: str = "bgr"
@@ -38,6 +42,8 @@ class InputConfig:
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
+    """The model and how to read its outputs ([model], over model.toml)."""
+
     path: Path
     family: str = "yolov8"
     labels: tuple[str, ...] | None = None   # from labels file; else the model's metadata
@@ -50,10 +56,11 @@ class ModelConfig:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
+    """Budget, overrun policy, providers and threads ([runtime])."""
+
     providers: tuple[str, ...] = ("cpu",)
     budget_ms: float = 50.0
-    on_overrun: str = "fail_safe"       # fail_safe | hold_last | skip
-    hold_last_max_age_ms: float = 500.0
+    on_overrun: str = "fail_safe"       # fail_safe | skip
     intra_op_threads: int = 2
     inter_op_threads: int = 1
     kernels: str = "numba"               # numba | reference: pre/post-processing implementation
@@ -64,6 +71,8 @@ class RuntimeConfig:
 
 @dataclass(frozen=True, slots=True)
 class Zone:
+    """A named polygon; a detection's anchor point must lie inside."""
+
     name: str
     polygon: tuple[Point, ...]
     fractional: bool                   # every coordinate ≤ 1: fractions of the frame
@@ -72,6 +81,8 @@ class Zone:
 
 @dataclass(frozen=True, slots=True)
 class Line:
+    """A named segment for crossing rules."""
+
     name: str
     p1: Point
     p2: Point
@@ -79,6 +90,8 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """A condition on detections and the action it gives the frame."""
+
     name: str
     action: str
     labels: tuple[str, ...] = ()        # empty: any label
@@ -89,11 +102,15 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class FailSafeConfig:
+    """The action a late decision carries: configuration, never a guess."""
+
     action: str
 
 
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
+    """One configured output ([[outputs]])."""
+
     type: str                          # stdout | jsonl
     path: Path | None = None           # jsonl
     flush_every: int = 1               # jsonl: flush after this many records
@@ -101,6 +118,8 @@ class OutputConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """One device's whole configuration, validated."""
+
     file: Path
     device_id: str
     source: SourceConfig

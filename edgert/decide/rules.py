@@ -36,15 +36,13 @@ class _RuleState:
             self._class_ids = frozenset(i for i, lab in enumerate(labels) if lab in self.rule.labels)
         return self._class_ids
 
-    def holds(self, det: Detections, frame_hw: tuple[int, int]) -> bool:
+    def holds(self, det: Detections, lists: tuple[list, list, list],
+              frame_hw: tuple[int, int]) -> bool:
         # Plain Python over a handful of detections beats numpy's per-call overhead here.
-        n = len(det)
-        if n == 0:
-            return False
+        scores, classes, all_boxes = lists
         wanted = self._wanted(det.labels) if self.rule.labels else None
-        scores, classes = det.scores.tolist(), det.class_ids.tolist()
-        boxes = det.boxes.tolist() if self.zone is not None else None
-        for i in range(n):
+        boxes = all_boxes if self.zone is not None else None
+        for i in range(len(scores)):
             if scores[i] < self.rule.min_score or (wanted is not None and classes[i] not in wanted):
                 continue
             if boxes is None or self.zone.inside(boxes[i], frame_hw):  # type: ignore[union-attr]
@@ -65,14 +63,20 @@ class RuleEngine:
         matched = []
         # Every rule sees every frame, so a rule lower in the list keeps an honest
         # debounce window even while a rule above it wins the action.
+        lists = (det.scores.tolist(), det.class_ids.tolist(), det.boxes.tolist())
         for st in self._rules:
-            held = st.holds(det, frame_hw)
+            held = st.holds(det, lists, frame_hw)
             st.window.append(held)
             if held:
                 matched.append(st.rule.name)
             if fired is None and sum(st.window) >= st.k:
                 fired, action = st.rule.name, st.rule.action
         return Outcome(action, fired, tuple(matched))
+
+    def retract(self) -> None:
+        """The frame just decided was published late: its match must not count for debounce."""
+        for st in self._rules:
+            st.window[-1] = False
 
     def missed(self) -> None:
         """A frame without a decision (deadline passed) counts as not matched for debounce."""

@@ -14,9 +14,12 @@ from edgert.deadline import Deadline, monotonic
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
+    """One inference: outputs, or why there are none."""
+
     outputs: Sequence[np.ndarray] | None   # None when the deadline came first
     seconds: float                         # inference time, or time waited until the deadline
     error: str | None = None               # onnxruntime failed for a reason other than the deadline
+    busy: bool = False                     # the previous, aborted run had not unwound by the deadline
 
 
 class InferenceRunner:
@@ -61,14 +64,18 @@ class InferenceRunner:
 
     def run(self, tensor: np.ndarray, deadline: Deadline) -> RunResult:
         """Infer `tensor`, giving up at `deadline`; the result is never older than the deadline."""
-        self._idle.wait()   # an aborted run is still unwinding: at most ~1 operator
+        start = monotonic()
+        # An aborted run is still unwinding (onnxruntime stops between operators, and one
+        # operator can be long): wait for it no longer than this frame's own deadline.
+        remaining = deadline.remaining(start)
+        if not self._idle.wait(remaining if remaining < 3.0e7 else None):
+            return RunResult(None, monotonic() - start, busy=True)
         self._idle.clear()
         self._done.clear()
         self._options.terminate = False
         self._feeds[self.input_name] = tensor
-        start = monotonic()
         self._job.set()
-        remaining = deadline.remaining(start)
+        remaining = deadline.remaining()
         finished = self._done.wait(remaining) if remaining < 3.0e7 else self._done.wait()
         took = monotonic() - start
         if not finished:

@@ -41,8 +41,7 @@ class ReferencePreprocessor:
     def __call__(self, frame: Frame) -> tuple[np.ndarray, Transform]:
         image = frame.image
         hw = (image.shape[0], image.shape[1])
-        t = self.transform if hw == self._frame_hw else self._plan(hw)
-        assert t is not None
+        t = self.transform if hw == self._frame_hw and self.transform else self._plan(hw)
         x, y, w, h = t.crop
         src = image[y:y + h, x:x + w]
         rh, rw = t.resized_hw

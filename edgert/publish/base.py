@@ -27,8 +27,14 @@ class Publisher:
         self.outputs = list(outputs)
         self.failures = {o.name: 0 for o in self.outputs}
 
-    def publish(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    @staticmethod
+    def serialize(record: dict) -> str:
+        """One compact JSON line; NaN is refused, since JSON readers on the floor reject it."""
+        return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+    def publish(self, record: dict, line: str | None = None) -> None:
+        if line is None:
+            line = self.serialize(record)
         for out in self.outputs:
             try:
                 out.send(line, record)

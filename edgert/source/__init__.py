@@ -40,6 +40,7 @@ def open_source(cfg: SourceConfig) -> FrameSource:
                                 "use latest or every")
     reader = _reader(cfg)
     if cfg.mode == "every" and not reader.live:
-        pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else None
+        # fps caps any source: a file or folder read on demand is paced only when it is set.
+        pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else cfg.fps
         return DirectSource(reader, loop=cfg.loop, fps=pace)
     return GrabberSource(reader, cfg)
