@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from edgert.config.types import Config
@@ -73,6 +74,24 @@ def make_output(cfg: Config, index: int) -> Output:
     return StdoutOutput()   # validation admits only stdout and jsonl
 
 
+def expected_frame_hw(cfg: Config) -> tuple[int, int]:
+    """The frame size to warm up at, so the first real frame finds its buffers and resize
+    tables ready instead of building them inside its deadline. Live sources say their size
+    only once they deliver; 640x480 is the common camera default."""
+    src = cfg.source
+    if src.kind == "pattern":
+        return src.size
+    if src.kind == "file":
+        cap = cv2.VideoCapture(src.target, cv2.CAP_FFMPEG)
+        try:
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            cap.release()
+        if w > 0 and h > 0:
+            return h, w
+    return 480, 640
+
+
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
     """A rule naming a label the model does not have would silently never fire."""
     if not labels:   # a user decoder that names no labels: nothing to check against
@@ -122,7 +141,7 @@ class Runtime:
 
     def warm_up(self, runs: int = 3) -> None:
         """Pay session initialisation and first-run costs before saying ready (no record is made)."""
-        h, w = self.cfg.source.size if self.cfg.source.kind == "pattern" else (480, 640)
+        h, w = expected_frame_hw(self.cfg)
         image = np.full((h, w, 3), 114, np.uint8)
         frame = Frame(-1, image, wall(), monotonic())
         state = self.pipeline.rules
