@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="calibration frames (default 64)")
     q.add_argument("--agreement", type=_fraction, default=0.95, metavar="F",
                    help="detections INT8 must keep, both directions (default 0.95)")
+    q.add_argument("--eval", action="append", default=[], metavar="DIR_OR_VIDEO",
+                   help="held-out frames for agreement (repeatable); else spare --calib frames")
+    q.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="calibration method (default minmax)")
     return p
 
 
@@ -119,7 +123,8 @@ def _quantize(args: argparse.Namespace) -> int:
     from edgert.quantize import format_report, run_quantize
     report = run_quantize(Path(args.model), Path(args.calib), Path(args.out),
                           config=Path(args.config) if args.config else None, family=args.family,
-                          frames=args.frames, threshold=args.agreement)
+                          frames=args.frames, threshold=args.agreement,
+                          eval_sources=tuple(Path(p) for p in args.eval), method=args.method)
     print(format_report(report))
     return 0
 

@@ -1,0 +1,144 @@
+"""Static QDQ quantization with onnxruntime's tools, tuned for its CPU kernels, calibrated once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnx
+from onnx import version_converter
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                      QuantType, quantize_static)
+
+from edgert.errors import ModelError, UsageError
+
+log = logging.getLogger("edgert.quantize")
+
+METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+           "percentile": CalibrationMethod.Percentile}
+QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                       "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+# Per-channel weights need the `axis` attribute of QuantizeLinear: opset 13.
+MIN_OPSET = 13
+
+
+class TensorReader(CalibrationDataReader):
+    """Preprocessed tensors, fed one at a time to onnxruntime's calibrator."""
+
+    def __init__(self, input_name: str, tensors: Sequence[np.ndarray]) -> None:
+        self.input_name, self.tensors = input_name, list(tensors)
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self.tensors):
+            return None
+        self._next += 1
+        return {self.input_name: self.tensors[self._next - 1]}
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The float model quantization starts from (node names in `nodes_to_exclude` refer to it)."""
+
+    path: Path
+    metadata: tuple[tuple[str, str], ...]   # the original file's metadata_props, in order
+    note: str                               # what preparation did, for the report
+
+
+def load_float(model: Path) -> onnx.ModelProto:
+    """The model as ONNX, refusing one that is already quantized (quantizing twice only loses)."""
+    try:
+        proto = onnx.load(str(model))
+    except Exception as e:  # DecodeError and friends: not a protobuf at all
+        raise ModelError(f"{model}: not a readable ONNX file ({type(e).__name__}); "
+                         "check the path points at a complete .onnx model") from None
+    done = [n.op_type for n in proto.graph.node if n.op_type in QUANT_OPS]
+    if done:
+        raise UsageError(f"{model}: the model is already quantized (it has {done[0]} nodes); "
+                         "give the float32 model to quantize")
+    return proto
+
+
+def prepare(model: Path, workdir: Path) -> Prepared:
+    """Opset ≥ 13, then quant_pre_process (shape inference + fusions) when it works."""
+    proto = load_float(model)
+    metadata = tuple((p.key, p.value) for p in proto.metadata_props)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    notes = []
+    if opset < MIN_OPSET:
+        try:
+            proto = version_converter.convert_version(proto, MIN_OPSET)
+            notes.append(f"opset {opset}→{MIN_OPSET}")
+        except Exception as e:
+            raise ModelError(f"{model}: opset {opset} could not be converted to {MIN_OPSET} for "
+                             f"per-channel quantization ({str(e).splitlines()[0][:120]}); "
+                             "re-export the model at opset 13 or later") from None
+    base = workdir / "float.onnx"
+    onnx.save(proto, str(base))
+    prepped = workdir / "prep.onnx"
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        quant_pre_process(str(base), str(prepped))
+        onnx.checker.check_model(str(prepped))
+        notes.append("pre-processed")
+        return Prepared(prepped, metadata, ", ".join(notes))
+    except Exception as e:  # symbolic shape inference fails on some exports: go on without it
+        log.info("quant_pre_process failed (%s); quantizing the model as it is", e)
+        notes.append(f"without pre-processing ({type(e).__name__})")
+        return Prepared(base, metadata, ", ".join(notes))
+
+
+class Quantizer:
+    """Quantize the prepared model with some nodes left in float; calibration runs only once."""
+
+    def __init__(self, prepared: Prepared, reader: TensorReader, workdir: Path,
+                 method: str = "minmax") -> None:
+        if method not in METHODS:
+            raise UsageError(f"calibration method {method!r} is unknown; use one of "
+                             + ", ".join(METHODS))
+        self.prepared, self.reader, self.workdir = prepared, reader, workdir
+        self.method = method
+        self.cache = workdir / f"calibration-{method}.json"
+        self._count = 0
+
+    def __call__(self, exclude: Iterable[str] = ()) -> Path:
+        """Write a QDQ model with `exclude` (node names) kept in float; returns its path."""
+        self._count += 1
+        out = self.workdir / f"candidate-{self._count}.onnx"
+        self.reader.rewind()
+        # The calibrators print progress on stdout, which belongs to the report.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._quantize(out, exclude)
+        return out
+
+    def _quantize(self, out: Path, exclude: Iterable[str]) -> None:
+        # CPU EP: uint8 asymmetric activations, int8 symmetric per-channel weights (its u8s8
+        # kernels). Full-range weights suit VNNI x86; pre-VNNI x86 would want reduce_range.
+        quantize_static(
+            str(self.prepared.path), str(out), self.reader, quant_format=QuantFormat.QDQ,
+            per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=sorted(set(exclude)),
+            calibrate_method=METHODS[self.method], calibration_cache_path=str(self.cache),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+
+
+def finish(candidate: Path, out: Path, metadata: Sequence[tuple[str, str]],
+           extra: dict[str, str]) -> None:
+    """Write the chosen candidate to OUT with the original metadata (Ultralytics names …) kept."""
+    proto = onnx.load(str(candidate))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in dict(metadata)]
+    del proto.metadata_props[:]
+    for key, value in [*metadata, *keep, *extra.items()]:
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.save(proto, str(out))
