@@ -15,7 +15,7 @@ from edgert.publish import Publisher
 from edgert.runtime import Runtime
 
 
-class _NullOutput:
+class NullOutput:
     """Publishing is measured up to the output: serialisation yes, a terminal's speed no."""
 
     name = "null"
@@ -48,8 +48,8 @@ def bench(config_path: str, frames: int = 300) -> dict[str, Any]:
     # Every frame, read on demand: a paced live source would only measure the camera's rate.
     cfg = dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, mode="every",
                                                               loop=cfg.source.kind in ("file", "images")))
-    rt = Runtime.build(cfg, enforce_budget=False, outputs=[_NullOutput()])
-    rt.publisher = Publisher([_NullOutput()])
+    rt = Runtime.build(cfg, enforce_budget=False, outputs=[NullOutput()])
+    rt.publisher = Publisher([NullOutput()])
     runner, feeds = rt.pipeline.runner, {}
     rss0 = _rss_mb()
     rt.source.start()

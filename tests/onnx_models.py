@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
+def save_model(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     for k, v in (metadata or {}).items():
@@ -32,7 +32,7 @@ def yolo_constant(path: Path, pred: np.ndarray, hw: tuple[int, int] = (64, 64),
     ]
     inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
              numpy_helper.from_array(np.zeros((), np.float32), "zero")]
-    return _save(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
+    return save_model(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
 
 
 def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
@@ -62,7 +62,7 @@ def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int
     nodes += [helper.make_node("ReduceMean", [prev], ["m"], keepdims=0),
               helper.make_node("Mul", ["m", "zero"], ["z"]),
               helper.make_node("Add", ["base", "z"], ["output0"])]
-    return _save(helper.make_graph(nodes, "chain", [x], [y], inits), path)
+    return save_model(helper.make_graph(nodes, "chain", [x], [y], inits), path)
 
 
 def one_box_pred(classes: int = 2, anchors: int = 32, hw: tuple[int, int] = (64, 64),

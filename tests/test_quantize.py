@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx_models import save_model
 from onnx import TensorProto, helper, numpy_helper
 
 from edgert.errors import UsageError
@@ -56,13 +57,7 @@ def small_classifier(path: Path, metadata: dict[str, str] | None = META) -> Path
     graph = helper.make_graph(
         nodes, "small", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for k, v in (metadata or {}).items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_model(graph, path, metadata)
 
 
 def image_folder(folder: Path, count: int = 16) -> Path:

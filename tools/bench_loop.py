@@ -14,19 +14,10 @@ import time
 
 import numpy as np
 
+from edgert.bench import NullOutput
 from edgert.config import load_config
 from edgert.runtime import Runtime
 from edgert.source import open_source
-
-
-class _Null:
-    name = "null"
-
-    def send(self, line: str, record: dict) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def main() -> None:
@@ -40,7 +31,7 @@ def main() -> None:
     for kernels in ("numba", "reference"):
         c = dataclasses.replace(cfg, source=src_cfg,
                                 runtime=dataclasses.replace(cfg.runtime, kernels=kernels))
-        rt = Runtime.build(c, enforce_budget=False, outputs=[_Null()], source=open_source(src_cfg))
+        rt = Runtime.build(c, enforce_budget=False, outputs=[NullOutput()], source=open_source(src_cfg))
         rt.warm_up(5)
         runtimes[kernels] = rt
     source = open_source(src_cfg)
