@@ -21,9 +21,10 @@ Everything is produced by `python tools/make_demo.py` (seed {seed}; `--seed N` c
   ({n_train_objects} labelled objects; wider ranges of belt shade, lighting, part count and blur
   than the clip; 85% JPEG-recompressed to mimic the video codec; random horizontal flips).
   A separate seed gave {n_val} held-out frames. About 45% of training parts are defective.
-- **Architecture**: anchor-free, YOLOv8-style: Conv+BN+SiLU backbone with C2f blocks, a small
-  FPN/PAN neck, decoupled box/class heads at strides 8 and 16 (2000 anchors),
-  **{n_params:,} parameters** ({model_kb:.0f} kB ONNX).
+- **Architecture**: anchor-free, YOLOv8-style: Conv+BN+SiLU backbone with C2f blocks, a
+  top-down (FPN) neck feeding stride-16 context into stride 8, decoupled box/class heads at
+  strides 8 and 16 (1600 + 400 = 2000 anchors; boxes as softplus distances to the anchor
+  centre), **{n_params:,} parameters** ({model_kb:.0f} kB ONNX, BatchNorm folded into the convs).
 - **Training**: task-aligned assignment (top-10 anchors inside each box by score^0.5 x IoU^6),
   BCE class loss on IoU-aware targets, GIoU box loss (weight 5); AdamW lr {lr} with warm-up and
   cosine decay, batch {batch}, {epochs} epochs, EMA weights; CPU, 2 threads, deterministic

@@ -305,7 +305,7 @@ def train(model, imgs, targets, epochs, batch, lr, seed, log=print):
         for b in range(steps_per_epoch):
             idx = perm[b * batch:(b + 1) * batch]
             flip = torch.rand(len(idx), generator=g) < 0.5
-            x, t = collate(imgs, targets, idx, flip, full=(step % 5 == 4))
+            x, t = collate(imgs, targets, idx, flip, full=(step % 8 == 7))
             # Linear warm-up then cosine decay: stable start from scratch, sharp finish.
             f = step / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
             for gr in opt.param_groups:
