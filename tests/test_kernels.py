@@ -89,6 +89,25 @@ def test_fused_exact_on_integer_ratio():
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+@pytest.mark.parametrize("norm", [dict(), dict(scale=1 / 255), IMAGENET],
+                         ids=["identity", "scale", "mean-std"])
+@pytest.mark.parametrize("hw, input_hw, geometry", [
+    ((360, 640), (320, 320), dict(resize="letterbox", color="rgb")),
+    ((720, 1280), (640, 640), dict(resize="letterbox", align="top_left")),
+    ((640, 640), (320, 320), dict(resize="stretch", color="rgb")),
+])
+def test_fused_halving_path_is_exact(dtype, norm, hw, input_hw, geometry):
+    """Exactly half size takes the 2×2-mean kernel; it must equal OpenCV + numpy bit for bit."""
+    cfg = InputConfig(pad_value=114, **geometry, **norm)
+    f = frame(*hw, seed=2)
+    pre = FusedPreprocessor(cfg, input_hw, dtype)
+    b, _ = pre(f)
+    assert pre._plan.halve
+    a, _ = ReferencePreprocessor(cfg, input_hw, dtype)(f)
+    assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def test_fused_reuses_its_tensor_and_follows_frame_size_changes():
     cfg = InputConfig(resize="letterbox", color="rgb", **IMAGENET)
     pre = FusedPreprocessor(cfg, (320, 320), np.float32)
@@ -125,10 +144,11 @@ def test_fused_rejects_what_it_cannot_write():
 
 
 def test_kernels_compiled_at_import_not_on_first_frame():
-    before = len(fused._resize_into.signatures)
-    assert before == 3                     # float32, float16 (as uint16), uint8
+    for kernel in (fused._resize_into, fused._halve_into):
+        assert len(kernel.signatures) == 3    # float32, float16 (as uint16), uint8
     FusedPreprocessor(InputConfig(), (64, 64), np.float16).warm_up((48, 64))
-    assert len(fused._resize_into.signatures) == before
+    FusedPreprocessor(InputConfig(), (64, 64), np.float32).warm_up((128, 128))
+    assert len(fused._resize_into.signatures) == len(fused._halve_into.signatures) == 3
     assert isinstance(fused.kernels_from_cache(), bool)
     assert isinstance(kernels.kernels_from_cache(), bool)
 
