@@ -43,7 +43,15 @@ def check(config_path: str) -> str:
             + (f"; not bound: {', '.join(info.not_bound)} (degraded, policy "
                f"{cfg.runtime.provider_policy})" if info.degraded else ""),
             f"budget     {cfg.runtime.budget_ms:g} ms, on overrun {cfg.runtime.on_overrun} "
-            f"(safe action {cfg.fail_safe.action!r})",
+            f"(safe action {cfg.fail_safe.action!r}"
+            + (f", held up to {cfg.runtime.hold_last_max_age_ms:g} ms"
+               if cfg.runtime.on_overrun == "hold_last" else "") + ")",
+            f"ladder     " + (" → ".join(
+                f"{p.name} {'x'.join(map(str, p.preprocess.input_hw))} ({base * 1e3:.1f} ms)"
+                for p, base in zip(rt.rungs, rt.ladder.baseline_s))
+                + f"; down after {cfg.runtime.ladder.down_after} misses, up after "
+                f"{cfg.runtime.ladder.up_after} frames with headroom"
+                if len(rt.rungs) > 1 else "none (main model only)"),
             f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
             f"zones {len(cfg.zones)}",
             f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured"),

@@ -7,25 +7,39 @@ from typing import Callable
 
 import numpy as np
 
-from edgert.deadline import Deadline, monotonic
+from edgert.costs import StageCosts
+from edgert.deadline import monotonic
 from edgert.decide import Outcome, RuleEngine
 from edgert.frame import Detections, Frame
+from edgert.guard import Ticket
 from edgert.infer import InferenceRunner
 from edgert.postprocess import Decoder
 from edgert.preprocess import Transform
 
 Preprocess = Callable[[Frame], "tuple[np.ndarray, Transform]"]
 
+# What must still run after each stage before the record can go out.
+_AFTER = {"preprocess": ("infer", "postprocess", "decide", "publish"),
+          "infer": ("postprocess", "decide", "publish"),
+          "postprocess": ("decide", "publish"),
+          "decide": ("publish",)}
+
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    """What became of one frame. `cause` names the stage that ran out of time, or why it failed."""
+    """What became of one frame.
+
+    For an overrun, `cause` says why — `stale` (too old before any work), `predicted` (the
+    stage was not started: its learned cost no longer fit), `deadline` (it passed during or
+    right after `stage`), `error` — and `stage` says where.
+    """
 
     status: str                       # ok | overrun
     latency_ms: dict[str, float]
     detections: Detections | None = None
     outcome: Outcome | None = None
-    cause: str | None = None          # see docs/configuration.md, "The decision record"
+    cause: str | None = None
+    stage: str | None = None
     error: str | None = None
 
 
@@ -40,48 +54,75 @@ def finite(det: Detections) -> Detections:
 
 
 class Pipeline:
-    """Holds the stages, built by the runtime; `process` is the whole per-frame data path."""
+    """Holds one model's stages, built by the runtime; `process` is the whole per-frame data path."""
 
     def __init__(self, preprocess: Preprocess, runner: InferenceRunner, decoder: Decoder,
-                 rules: RuleEngine) -> None:
+                 rules: RuleEngine, name: str = "main", cost_quantile: float = 0.5) -> None:
         self.preprocess, self.runner, self.decoder, self.rules = preprocess, runner, decoder, rules
+        self.name, self.cost_quantile = name, cost_quantile
+        self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
 
-    def _overrun(self, lat: dict[str, float], cause: str, error: str | None = None) -> FrameResult:
+    def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
         self.rules.missed()
-        return FrameResult("overrun", lat, cause=cause, error=error)
+        return FrameResult("overrun", t.latency_ms, cause=cause, stage=stage, error=error)
 
-    def process(self, frame: Frame, deadline: Deadline) -> FrameResult:
-        lat = {"capture": frame.capture_s * 1e3}
+    def _start(self, t: Ticket, stage: str, now: float, probe: bool) -> FrameResult | None:
+        """Before a stage: an overrun result if it must not start, else None (and mark it)."""
+        left = t.deadline.at - now
+        if left <= 0.0 or t.lost:
+            return self._overrun(t, "deadline", stage)
+        if not probe and not self.costs.fits(stage, left, _AFTER[stage]):
+            return self._overrun(t, "predicted", stage)
+        t.stage, t.stage_t0 = stage, now
+        return None
+
+    def process(self, t: Ticket) -> FrameResult:
+        """Run the stages for `t` unless its deadline passes or a stage is expected not to fit.
+
+        Each stage's time is learned into `self.costs`. The ticket's `latency_ms` fills as stages
+        end, so the guard can report where the time went if it publishes first.
+        """
+        lat, costs = t.latency_ms, self.costs
         t0 = monotonic()
-        if deadline.expired(t0):
-            return self._overrun(lat, "stale")
-        tensor, transform = self.preprocess(frame)
+        if t.deadline.expired(t0):
+            return self._overrun(t, "stale", "preprocess")
+        probe = costs.probe()
+        stop = self._start(t, "preprocess", t0, probe)
+        if stop:
+            return stop
+        tensor, transform = self.preprocess(t.frame)
         t1 = monotonic()
         lat["preprocess"] = (t1 - t0) * 1e3
-        if deadline.expired(t1):
-            return self._overrun(lat, "preprocess")
-        run = self.runner.run(tensor, deadline)
+        costs.observe("preprocess", t1 - t0)
+        stop = self._start(t, "infer", t1, probe)
+        if stop:
+            return stop
+        run = self.runner.run(tensor)
         t2 = monotonic()
         lat["infer"] = (t2 - t1) * 1e3
+        costs.observe("infer", t2 - t1, stopped=run.stopped)
         if run.outputs is None:
-            cause = "infer_busy" if run.busy else "infer_error" if run.error else "infer"
-            return self._overrun(lat, cause, run.error)
-        if deadline.expired(t2):
-            return self._overrun(lat, "infer")
+            if run.stopped:
+                return self._overrun(t, "deadline", "infer")
+            return self._overrun(t, "error", "infer", run.error)
+        stop = self._start(t, "postprocess", t2, probe)
+        if stop:
+            return stop
         try:
-            detections = self.decoder(run.outputs, transform)
+            detections = finite(self.decoder(run.outputs, transform))
         except Exception as e:  # a user decoder, or a model emitting garbage: never fatal
             lat["postprocess"] = (monotonic() - t2) * 1e3
-            return self._overrun(lat, "postprocess_error", f"{type(e).__name__}: {e}"[:200])
-        detections = finite(detections)
+            return self._overrun(t, "error", "postprocess", f"{type(e).__name__}: {e}"[:200])
         t3 = monotonic()
         lat["postprocess"] = (t3 - t2) * 1e3
-        if deadline.expired(t3):
-            return self._overrun(lat, "postprocess")
-        outcome = self.rules.decide(detections, (frame.height, frame.width))
+        costs.observe("postprocess", t3 - t2)
+        stop = self._start(t, "decide", t3, probe)
+        if stop:
+            return stop
+        outcome = self.rules.decide(detections, (t.frame.height, t.frame.width))
         t4 = monotonic()
         lat["decide"] = (t4 - t3) * 1e3
-        if deadline.expired(t4):
-            self.rules.retract()
-            return FrameResult("overrun", lat, detections, outcome, cause="decide")
+        costs.observe("decide", t4 - t3)
+        costs.passed()
+        t.stage, t.stage_t0 = "publish", t4
         return FrameResult("ok", lat, detections, outcome)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -11,11 +13,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgert.config.types import Config
+from edgert.config.types import Config, ModelConfig
+from edgert.costs import StageCosts
 from edgert.deadline import Deadline, monotonic, wall
 from edgert.decide import RuleEngine
+from edgert.decide.rules import NO_ACTION
 from edgert.errors import ConfigError, ModelError, SourceUnavailable
 from edgert.frame import STAGES, Decision, Frame
+from edgert.guard import Guard, Ticket
+from edgert.ladder import Ladder
 from edgert.infer import InferenceRunner, ModelInfo, load_model
 from edgert.pipeline import FrameResult, Pipeline, Preprocess
 from edgert.postprocess import make_decoder
@@ -27,40 +33,66 @@ from edgert.stats import LatencyLog
 
 log = logging.getLogger("edgert")
 
+GIL_SWITCH_S = 0.0005   # how long the loop may hold the GIL while the guard waits for it
+# An `ok` record is sent only if its send is expected to end this long before the deadline
+# (beyond the learned cost of building and sending it): the reader on the other end of a
+# pipe or socket needs a moment to be woken, and the promise is judged where it reads.
+SEND_MARGIN_S = 0.0005
+
 
 @dataclass
 class RunSummary:
-    """Counts for the end-of-run report; mutable because the loop owns it alone."""
+    """Counts for the end-of-run report; changed only under the guard's lock."""
 
     records: int = 0
     ok: int = 0
     fail_safe: int = 0
+    hold_last: int = 0
     skipped: int = 0
-    causes: dict[str, int] = field(default_factory=dict)
+    late_ok: int = 0     # ok records whose send ended past the deadline (a host stall): must be 0
+    misses: dict[str, dict[str, int]] = field(default_factory=dict)   # stage → cause → count
     actions: dict[str, int] = field(default_factory=dict)
     latency: LatencyLog = field(default_factory=LatencyLog)
+    guard_late: LatencyLog = field(default_factory=LatencyLog)   # guard records past deadline
     seconds: float = 0.0
     source: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, status: str, action: str, latency_ms: dict[str, float]) -> None:
+        self.records += 1
+        setattr(self, status, getattr(self, status) + 1)
+        self.actions[action] = self.actions.get(action, 0) + 1
+        self.latency.add(latency_ms)
+
+    def miss(self, stage: str, cause: str) -> None:
+        by_cause = self.misses.setdefault(stage, {})
+        by_cause[cause] = by_cause.get(cause, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"records": self.records, "ok": self.ok, "fail_safe": self.fail_safe,
-                "skipped": self.skipped, "overrun_causes": dict(self.causes),
+                "hold_last": self.hold_last, "skipped": self.skipped, "late_ok": self.late_ok,
+                "misses": {k: dict(v) for k, v in self.misses.items()},
                 "actions": dict(self.actions), "seconds": round(self.seconds, 3),
-                "latency_ms": self.latency.percentiles(), "source": self.source}
+                "latency_ms": self.latency.percentiles(),
+                "fail_safe_late_ms": self.guard_late.percentiles().get("late", {}),
+                "source": self.source, **self.extra}
 
 
-def input_hw(cfg: Config, info: ModelInfo) -> tuple[int, int]:
+def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
+             key: str = "model") -> tuple[int, int]:
     """The model's input size: the file's static shape, else the config; never both disagreeing."""
-    static, wanted = info.static_hw, cfg.model.input.size
+    model = model or cfg.model
+    static, wanted = info.static_hw, model.input.size
+    where = "model.input.size" if key == "model" else f"{key}.size"
     if static and wanted and tuple(wanted) != static:
-        raise ModelError(f"{cfg.file}: model.input.size is {list(wanted)} but {info.path} has a "
-                         f"fixed input of {list(static)}; remove model.input.size or fix it")
+        raise ModelError(f"{cfg.file}: {where} is {list(wanted)} but {info.path} has a "
+                         f"fixed input of {list(static)}; remove {where} or fix it")
     if static:
         return static
     if wanted:
         return wanted
-    raise ModelError(f"{cfg.file}: model.input.size is missing and {info.path} has a dynamic "
-                     "input shape; set model.input.size = [height, width]")
+    raise ModelError(f"{cfg.file}: {where} is missing and {info.path} has a dynamic "
+                     f"input shape; set {where} = [height, width]")
 
 
 def make_output(cfg: Config, index: int) -> Output:
@@ -104,12 +136,39 @@ def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
                                   f"model does not have", f"use one of its labels: {shown}")
 
 
+def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, name: str,
+              key: str) -> tuple[Pipeline, ModelInfo]:
+    """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
+    session, info = load_model(model.path, cfg.runtime, str(cfg.file))
+    hw = input_hw(cfg, info, model, key)
+    decoder = make_decoder(model, info, hw, cfg.runtime.kernels)
+    dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
+    pre: Preprocess
+    if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
+        from edgert.preprocess.fused import FusedPreprocessor
+        pre = FusedPreprocessor(model.input, hw, dtype)
+    else:
+        pre = ReferencePreprocessor(model.input, hw, dtype)
+    return Pipeline(pre, InferenceRunner(session, info.input_name), decoder, rules, name,
+                    cfg.runtime.cost_quantile), info
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The last `ok` decision, for `hold_last`."""
+
+    seq: int
+    action: str
+    rule: str | None
+    decided_mono: float
+
+
 class Runtime:
     """Owns the parts for one run; only this class knows which concrete stage classes exist."""
 
-    def __init__(self, cfg: Config, source: FrameSource, pipeline: Pipeline, info: ModelInfo,
+    def __init__(self, cfg: Config, source: FrameSource, rungs: list[Pipeline], info: ModelInfo,
                  publisher: Publisher, enforce_budget: bool = True) -> None:
-        self.cfg, self.source, self.pipeline, self.info = cfg, source, pipeline, info
+        self.cfg, self.source, self.rungs, self.info = cfg, source, rungs, info
         self.publisher, self.enforce_budget = publisher, enforce_budget
         self.run_id = uuid.uuid4().hex[:12]
         self.seq = 0
@@ -117,109 +176,206 @@ class Runtime:
         self.budget_s = cfg.runtime.budget_ms / 1e3
         self.notifier = Notifier.from_env()
         self._errors: dict[str, int] = {}
+        self._held: _Held | None = None
+        self._guard: Guard | None = None
+        self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline of the rung in force."""
+        return self.rungs[self.ladder.rung if self.ladder else 0]
 
     @classmethod
     def build(cls, cfg: Config, *, enforce_budget: bool = True,
               outputs: list[Output] | None = None, source: FrameSource | None = None) -> Runtime:
-        session, info = load_model(cfg.model.path, cfg.runtime, str(cfg.file))
-        hw = input_hw(cfg, info)
-        decoder = make_decoder(cfg.model, info, hw, cfg.runtime.kernels)
-        check_rule_labels(cfg, decoder.labels)
-        dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
-        pre: Preprocess
-        if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
-            from edgert.preprocess.fused import FusedPreprocessor
-            pre = FusedPreprocessor(cfg.model.input, hw, dtype)
-        else:
-            pre = ReferencePreprocessor(cfg.model.input, hw, dtype)
-        runner = InferenceRunner(session, info.input_name)
-        pipeline = Pipeline(pre, runner, decoder, RuleEngine(cfg.rules, cfg.zones))
+        rules = RuleEngine(cfg.rules, cfg.zones)
+        main, info = _pipeline(cfg, cfg.model, rules, "main", "model")
+        check_rule_labels(cfg, main.decoder.labels)
+        rungs = [main]
+        for i, rung in enumerate(cfg.runtime.ladder.rungs):
+            key = f"runtime.ladder.rungs[{i}]"
+            size = rung.size or cfg.model.input.size
+            model = dataclasses.replace(cfg.model, path=rung.path,
+                                        input=dataclasses.replace(cfg.model.input, size=size))
+            pipeline, _ = _pipeline(cfg, model, rules, rung.name, key)
+            if pipeline.decoder.labels != main.decoder.labels:
+                raise ConfigError(str(cfg.file), key, f"runs {rung.path.name}, whose labels differ "
+                                  "from the main model's", "give every rung a model with the same "
+                                  "labels (rules must mean the same on every rung)")
+            rungs.append(pipeline)
         if outputs is None:
             outputs = [make_output(cfg, i) for i in range(len(cfg.outputs))]
-        return cls(cfg, source or open_source(cfg.source), pipeline, info, Publisher(outputs),
+        return cls(cfg, source or open_source(cfg.source), rungs, info, Publisher(outputs),
                    enforce_budget)
 
+    @property
+    def guard(self) -> Guard:
+        """Started on first use, so `edgert check` and warm-up never start a real-time thread."""
+        if self._guard is None:
+            # The guard needs the GIL at the deadline; the default 5 ms switch interval would
+            # let a loop busy in Python code hold it that long.
+            sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
+            self._guard = Guard(self._at_deadline,
+                                realtime=self.cfg.runtime.guard_priority == "realtime")
+        return self._guard
+
     def warm_up(self, runs: int = 3) -> None:
-        """Pay session initialisation and first-run costs before saying ready (no record is made)."""
+        """Pay session initialisation and first-run costs of every rung before saying ready
+        (no record is made), and measure each rung's unloaded inference cost for the ladder."""
         h, w = expected_frame_hw(self.cfg)
         image = np.full((h, w, 3), 114, np.uint8)
         frame = Frame(-1, image, wall(), monotonic())
-        state = self.pipeline.rules
-        self.pipeline.rules = RuleEngine((), ())   # warm-up frames must not touch debounce
-        try:
-            for _ in range(runs):
-                result = self.pipeline.process(frame, Deadline.never())
-                if result.cause == "postprocess_error":
-                    raise ModelError(f"{self.cfg.file}: model.family {self.cfg.model.family!r} "
-                                     f"failed on the first inference ({result.error}); fix the "
-                                     "decoder or the family")
-                if result.error:
-                    raise ModelError(f"{self.info.path}: the first inference failed "
-                                     f"({result.error}); check the model and model.input")
-        finally:
-            self.pipeline.rules = state
+        baseline = []
+        for pipeline in self.rungs:
+            state = pipeline.rules
+            pipeline.rules = RuleEngine((), ())   # warm-up frames must not touch debounce
+            infer_ms = []
+            try:
+                for _ in range(runs):
+                    result = pipeline.process(Ticket(frame, Deadline.never(), pipeline.runner))
+                    if result.stage == "postprocess" and result.error:
+                        raise ModelError(f"{self.cfg.file}: model.family {self.cfg.model.family!r} "
+                                         f"failed on the first inference ({result.error}); fix "
+                                         "the decoder or the family")
+                    if result.error:
+                        raise ModelError(f"{self.info.path}: the first inference failed "
+                                         f"({result.error}); check the model and model.input")
+                    infer_ms.append(result.latency_ms["infer"])
+            finally:
+                pipeline.rules = state
+                # First runs are slow outliers: learn stage costs from real frames only.
+                pipeline.costs = StageCosts(quantile=pipeline.cost_quantile)
+            later = infer_ms[1:] or infer_ms
+            baseline.append(sorted(later)[len(later) // 2] / 1e3)
+        self.ladder = Ladder(self.cfg.runtime.ladder, self.budget_s, baseline)
 
     def _deadline(self, frame: Frame) -> Deadline:
         if self.enforce_budget:
             return Deadline.after(frame.captured_mono, self.budget_s)
         return Deadline(at=float("inf"), budget_s=self.budget_s)
 
-    def _record(self, frame: Frame, result: FrameResult, seq: int) -> Decision:
-        s = self.summary
-        extra: dict[str, Any] = {}
-        if result.status == "ok" and result.outcome is not None:
-            status, action, rule = "ok", result.outcome.action, result.outcome.rule
-        else:
-            policy = self.cfg.runtime.on_overrun
-            status = "skipped" if policy == "skip" else "fail_safe"
-            action = "none" if policy == "skip" else self.cfg.fail_safe.action
-            rule = None
-            extra["cause"] = result.cause
-            s.causes[result.cause or "?"] = s.causes.get(result.cause or "?", 0) + 1
-        decided = monotonic()
+    def _decision(self, t: Ticket, status: str, action: str, latency_ms: dict[str, float],
+                  decided: float, rule: str | None = None, detections: tuple[dict, ...] = (),
+                  extra: dict[str, Any] | None = None) -> Decision:
+        """A record for `t` carrying the next `seq` (taken when it is sent): call with the
+        guard's lock held."""
+        frame = t.frame
+        if self.ladder is not None and self.ladder.rung:
+            extra = dict(extra or {}, rung=self.rungs[self.ladder.rung].name)
         # Every record carries every stage, 0 for those a late frame never reached.
         lat = dict.fromkeys(STAGES, 0.0)
-        lat.update(result.latency_ms)
+        lat.update(latency_ms)
         # The budget runs from the capture timestamp; `capture` (grab + decode) came before it.
         lat["total"] = (decided - frame.captured_mono) * 1e3
-        lat = {k: round(v, 3) for k, v in lat.items()}
-        dets = tuple(result.detections.to_records()) if status == "ok" and result.detections else ()
-        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=seq,
+        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=self.seq + 1,
                         frame_id=frame.index, captured_at=frame.captured_wall,
                         decided_at=frame.captured_wall + (decided - frame.captured_mono),
                         deadline_ms=self.cfg.runtime.budget_ms, status=status, action=action,
-                        latency_ms=lat, detections=dets, rule=rule, extra=extra)
+                        latency_ms={k: round(v, 3) for k, v in lat.items()},
+                        detections=detections, rule=rule, extra=extra or {})
 
-    def step(self, frame: Frame) -> Decision:
-        """One frame, end to end, including publishing."""
-        deadline = self._deadline(frame)
-        result = self.pipeline.process(frame, deadline)
+    def _overrun(self, t: Ticket, cause: str, stage: str, latency_ms: dict[str, float],
+                 error: str | None = None, late_s: float | None = None) -> Decision:
+        """The record the overrun policy gives `t`, sent; call with the guard's lock held."""
+        now = monotonic()
+        extra: dict[str, Any] = {"cause": cause, "stage": stage}
+        if error:
+            extra["error"] = error
+        if late_s is not None:
+            extra["late_ms"] = round(late_s * 1e3, 3)
+        rt = self.cfg.runtime
+        policy, rule = rt.on_overrun, None
+        if policy == "hold_last":
+            held = self._held
+            if held is not None and (now - held.decided_mono) * 1e3 <= rt.hold_last_max_age_ms:
+                status, action, rule = "hold_last", held.action, held.rule
+                extra["held_seq"] = held.seq
+                extra["held_age_ms"] = round((now - held.decided_mono) * 1e3, 3)
+            else:   # nothing recent enough to repeat: the safe action
+                status, action = "fail_safe", self.cfg.fail_safe.action
+                extra["hold_expired"] = True
+        elif policy == "skip":
+            status, action = "skipped", NO_ACTION
+        else:
+            status, action = "fail_safe", self.cfg.fail_safe.action
+        self.summary.miss(stage, cause)
+        decision = self._decision(t, status, action, latency_ms, now, rule, extra=extra)
+        self._send(decision)
+        return decision
+
+    def _send(self, decision: Decision, record: dict | None = None, line: str | None = None) -> None:
+        self.publisher.publish(record or decision.to_record(), line)
+        self.seq = decision.seq
+        self.summary.count(decision.status, decision.action, decision.latency_ms)
+
+    def _at_deadline(self, t: Ticket, late_s: float) -> None:
+        """The guard's side: publish the overrun record while the loop is still busy."""
+        lat = dict(t.latency_ms)
+        lat[t.stage] = (monotonic() - t.stage_t0) * 1e3
+        self._overrun(t, "deadline", t.stage, lat, late_s=late_s)
+        self.summary.guard_late.add({"late": late_s * 1e3})
+
+    def step(self, frame: Frame) -> Decision | None:
+        """One frame, end to end, including publishing. None when the guard published it."""
+        pipeline = self.pipeline
+        t = Ticket(frame, self._deadline(frame), pipeline.runner)
+        self.guard.arm(t)
+        result = pipeline.process(t)
         if result.error:
             self._report_error(result)
-        seq = self.seq + 1
-        decision = self._record(frame, result, seq)
-        record = decision.to_record()
-        line = self.publisher.serialize(record)
-        if decision.status == "ok" and deadline.expired():
-            # Decided, but too late to be acted on as if on time: checked after serialising,
-            # the last work before the bytes go out.
-            self.pipeline.rules.retract()
-            result = FrameResult("overrun", result.latency_ms, cause="publish")
-            decision = self._record(frame, result, seq)
-            record = decision.to_record()
-            line = self.publisher.serialize(record)
-        self.publisher.publish(record, line)
-        self.seq = seq
-        s = self.summary
-        s.records += 1
-        setattr(s, decision.status, getattr(s, decision.status) + 1)
-        s.actions[decision.action] = s.actions.get(decision.action, 0) + 1
-        s.latency.add(decision.latency_ms)
+        decision = self._publish(t, pipeline, result)
+        if self.ladder is not None and self.ladder.top:
+            ok = decision is not None and decision.status == "ok"
+            switch = self.ladder.record(
+                not ok, result.latency_ms.get("infer", 0.0) / 1e3,
+                decision.latency_ms["total"] / 1e3 if ok else 0.0)   # type: ignore[union-attr]
+            if switch is not None:
+                name = self.rungs[switch.rung].name
+                if switch.down:
+                    log.warning("degraded: stepping down to rung %r (%s)", name, switch.reason)
+                else:
+                    log.info("stepping up to rung %r (%s)", name, switch.reason)
         return decision
+
+    def _publish(self, t: Ticket, pipeline: Pipeline, result: FrameResult) -> Decision | None:
+        """Claim the frame's record and send it: `ok` only with time left to send it."""
+        guard = self.guard
+        if result.status != "ok":
+            with guard.lock:
+                if guard.claim_late(t):
+                    return self._overrun(t, result.cause or "error", result.stage or "?",
+                                         result.latency_ms, result.error)
+            return None
+        decided = monotonic()
+        outcome = result.outcome
+        dets = tuple(result.detections.to_records()) if result.detections else ()
+        costs = pipeline.costs
+        with guard.urgent(), guard.lock:
+            t0 = monotonic()
+            if guard.claim(t, t0 + costs.expected("publish") + SEND_MARGIN_S):
+                decision = self._decision(t, "ok", outcome.action, result.latency_ms, decided,
+                                          outcome.rule, dets)
+                record = decision.to_record()
+                line = self.publisher.serialize(record)
+                if t.deadline.expired():
+                    # Claimed in time, but the record is not out and the deadline has passed
+                    # (a host stall): it goes out as an overrun, never as a late `ok`.
+                    pipeline.rules.retract()
+                    return self._overrun(t, "deadline", "publish", result.latency_ms)
+                self._send(decision, record, line)
+                if t.deadline.expired():
+                    self.summary.late_ok += 1
+                self._held = _Held(decision.seq, decision.action, decision.rule, decided)
+                costs.observe("publish", monotonic() - t0)
+                return decision
+            pipeline.rules.retract()
+            if guard.claim_late(t):   # not enough time left to send it: the policy's record now
+                return self._overrun(t, "predicted", "publish", result.latency_ms)
+        return None   # the guard published at the deadline
 
     def _report_error(self, result: FrameResult) -> None:
         """A failing model or decoder is logged on its first frame and every 1000th after."""
-        key = result.cause or "error"
+        key = f"{result.stage}_error"
         n = self._errors.get(key, 0) + 1
         self._errors[key] = n
         if n == 1 or n % 1000 == 0:
@@ -238,13 +394,14 @@ class Runtime:
         except BaseException:
             self.close()
             raise
+        guard = self.guard
         started = monotonic()
         end = started + duration_s if duration_s is not None else float("inf")
         self.notifier.send("READY=1")
-        log.info("ready: device %s, model %s (%s), providers %s%s, budget %g ms, run %s",
+        log.info("ready: device %s, model %s (%s), providers %s%s, budget %g ms, guard %s, run %s",
                  self.cfg.device_id, self.info.path.name, self.cfg.model.family,
                  ",".join(self.info.providers), " (degraded)" if self.info.degraded else "",
-                 self.cfg.runtime.budget_ms, self.run_id)
+                 self.cfg.runtime.budget_ms, guard.priority, self.run_id)
         try:
             while not stop.is_set() and monotonic() < end:
                 if max_records is not None and self.summary.records >= max_records:
@@ -257,15 +414,24 @@ class Runtime:
                 self.step(frame)
         finally:
             self.notifier.send("STOPPING=1")
-            self.summary.seconds = monotonic() - started
-            self.summary.source = _stats_dict(self.source.stats())
+            s = self.summary
+            s.seconds = monotonic() - started
+            s.source = _stats_dict(self.source.stats())
             self.close()
+            s.extra["guard"] = {"priority": guard.priority, "fired": guard.fired,
+                                "runs_stopped": sum(p.runner.terminated for p in self.rungs)}
+            s.extra["expected_ms"] = {p.name: p.costs.snapshot() for p in self.rungs}
+            if self.ladder is not None and self.ladder.top:
+                s.extra["ladder"] = {"switches": self.ladder.switches, "rung": self.pipeline.name,
+                                     "frames": {p.name: n for p, n in
+                                                zip(self.rungs, self.ladder.frames)}}
         return self.summary
 
     def close(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
         self.publisher.close()
         self.source.close()
-        self.pipeline.runner.close()
         self.notifier.close()
 
 

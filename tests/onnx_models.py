@@ -35,22 +35,29 @@ def yolo_constant(path: Path, pred: np.ndarray, hw: tuple[int, int] = (64, 64),
     return save_model(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
 
 
-def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
-                 classes: int = 2, anchors: int = 64) -> Path:
-    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
-    rng = np.random.default_rng(0)
+def _square_operand(size: int, hw: tuple[int, int]) -> tuple[onnx.ValueInfoProto, list, list]:
+    """The `images` input, and nodes that make a [size, size] operand `t0` of it (plus a scalar
+    `zero`), so that MatMul chains depend on the input and cannot be folded away."""
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *hw])
-    rows = 4 + classes
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
     inits = [numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
              numpy_helper.from_array(np.array([0], np.int64), "start"),
              numpy_helper.from_array(np.array([size], np.int64), "end"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([size, 1], np.int64), "tiles"),
              numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     nodes = [helper.make_node("Reshape", ["images", "flat"], ["v"]),
              helper.make_node("Slice", ["v", "start", "end", "axis1"], ["h0"]),
              helper.make_node("Tile", ["h0", "tiles"], ["t0"])]
-    inits.append(numpy_helper.from_array(np.array([size, 1], np.int64), "tiles"))
+    return x, inits, nodes
+
+
+def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
+                 classes: int = 2, anchors: int = 64) -> Path:
+    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
+    rng = np.random.default_rng(0)
+    rows = 4 + classes
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
+    x, inits, nodes = _square_operand(size, hw)
     prev = "t0"
     for i in range(depth):
         w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
@@ -63,6 +70,42 @@ def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int
               helper.make_node("Mul", ["m", "zero"], ["z"]),
               helper.make_node("Add", ["base", "z"], ["output0"])]
     return save_model(helper.make_graph(nodes, "chain", [x], [y], inits), path)
+
+
+def spiky_chain(path: Path, size: int = 512, light: int = 2, heavy: int = 24,
+                hw: tuple[int, int] = (64, 64), pred: np.ndarray | None = None) -> Path:
+    """Like `matmul_chain`, but `heavy` MatMuls when the input's mean is above 128 (raw pixel
+    values, `scale = 1`) and `light` otherwise: a bright frame makes the model spike, on
+    exactly the frames a test chooses.
+    The output is `pred` (default: one confident box, see `one_box_pred`) whatever the branch."""
+    pred = one_box_pred(hw=hw, anchors=64) if pred is None else pred
+    classes, anchors = pred.shape[1] - 4, pred.shape[2]
+    rng = np.random.default_rng(0)
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + classes, anchors])
+    x, inits, head = _square_operand(size, hw)
+    inits += [numpy_helper.from_array(np.float32(128.0), "half"),
+              numpy_helper.from_array(pred.astype(np.float32), "base")]
+    for i in range(heavy):
+        w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+
+    def branch(name: str, depth: int) -> onnx.GraphProto:
+        nodes, prev = [], "t0"
+        for i in range(depth):
+            nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"{name}{i + 1}"]))
+            prev = f"{name}{i + 1}"
+        nodes.append(helper.make_node("ReduceMean", [prev], [f"{name}_m"], keepdims=0))
+        out = helper.make_tensor_value_info(f"{name}_m", TensorProto.FLOAT, [])
+        return helper.make_graph(nodes, name, [], [out])
+
+    nodes = head + [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Greater", ["mean", "half"], ["bright"]),
+        helper.make_node("If", ["bright"], ["m"], then_branch=branch("heavy", heavy),
+                         else_branch=branch("light", light)),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["base", "z"], ["output0"])]
+    return save_model(helper.make_graph(nodes, "spiky", [x], [y], inits), path)
 
 
 def one_box_pred(classes: int = 2, anchors: int = 32, hw: tuple[int, int] = (64, 64),

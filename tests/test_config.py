@@ -110,6 +110,20 @@ BAD = [
     ("not TOML", lambda t: t + "\n[[[broken\n", "", "syntax"),
     ("unknown provider", lambda t: t.replace("budget_ms = 200", 'budget_ms = 200\nproviders = ["gpu"]'),
      "runtime.providers", "cuda"),
+    ("unknown overrun policy", lambda t: t.replace("budget_ms = 200", 'budget_ms = 200\non_overrun = "retry"'),
+     "runtime.on_overrun", "hold_last"),
+    ("rung without size or model", lambda t: t.replace(
+        "budget_ms = 200", 'budget_ms = 200\n[[runtime.ladder.rungs]]\nname = "small"'),
+     "runtime.ladder.rungs[0].size", "smaller size"),
+    ("rung model missing", lambda t: t.replace(
+        "budget_ms = 200", 'budget_ms = 200\n[[runtime.ladder.rungs]]\nname = "s"\npath = "s.onnx"'),
+     "runtime.ladder.rungs[0].path", "fix the path"),
+    ("rung named main", lambda t: t.replace(
+        "budget_ms = 200", 'budget_ms = 200\n[[runtime.ladder.rungs]]\nname = "main"\nsize = [32, 32]'),
+     "runtime.ladder.rungs[0].name", "its own name"),
+    ("ladder headroom", lambda t: t.replace(
+        "budget_ms = 200", 'budget_ms = 200\n[runtime.ladder]\nheadroom = 1.5'),
+     "runtime.ladder.headroom", "at most 1"),
 ]
 
 
@@ -137,7 +151,7 @@ def test_cli_reports_bad_config_with_exit_2_and_no_traceback(workdir: Path) -> N
 
 @pytest.mark.parametrize("case", ["size contradicts model", "labels count", "not onnx",
                                   "truncated", "dynamic without size", "rule label unknown",
-                                  "rule label not in metadata names"])
+                                  "rule label not in metadata names", "rung labels differ"])
 def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
     text = GOOD
     if case == "size contradicts model":
@@ -159,14 +173,20 @@ def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
                       metadata={"names": "{0: 'part', 1: 'defect'}"})
         text = text.replace('labels = "labels.txt"\n', "").replace('labels = ["defect"]',
                                                                        'labels = ["defct"]')
+    elif case == "rung labels differ":
+        yolo_constant(workdir / "other.onnx", one_box_pred(classes=3))
+        text = text.replace("budget_ms = 200", 'budget_ms = 200\n[[runtime.ladder.rungs]]\n'
+                            'name = "small"\npath = "other.onnx"')
     path = write_config(workdir / "device.toml", text)
     proc = edgert("check", str(path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert "model.onnx" in proc.stderr or "device.toml" in proc.stderr
+    assert any(f in proc.stderr for f in ("model.onnx", "device.toml", "other.onnx"))
     if case.startswith("rule label"):
         assert "rules[0].labels" in proc.stderr and "defect" in proc.stderr
+    if case == "rung labels differ":   # the rung's 3 classes against the config's 2 labels
+        assert "other.onnx" in proc.stderr and "labels" in proc.stderr
 
 
 def test_check_prints_summary_of_what_bound(workdir: Path) -> None:

@@ -131,7 +131,8 @@ def test_budget_below_inference_gives_fail_safe_for_every_frame(tmp_path: Path) 
     out = records(proc.stdout)
     assert len(out) == 15
     assert all(r["status"] == "fail_safe" and r["action"] == "stop" for r in out), out[:2]
-    assert all(r["cause"] in ("stale", "preprocess", "infer", "infer_busy") for r in out)
+    assert all(r["cause"] in ("stale", "deadline", "predicted") for r in out), out[:2]
+    assert all(r["stage"] in ("preprocess", "infer") for r in out), out[:2]
     assert all(r["detections"] == [] for r in out)
 
 

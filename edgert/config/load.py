@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from edgert.config.reader import Section
-from edgert.config.types import (Config, FailSafeConfig, InputConfig, Line, ModelConfig,
-                                 OutputConfig, Rule, RuntimeConfig, SourceConfig, Zone)
+from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
+                                 ModelConfig, OutputConfig, Rule, RuntimeConfig, Rung,
+                                 SourceConfig, Zone)
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -38,7 +39,7 @@ def load_config(path: str | Path) -> Config:
                         "use only letters, digits, '.', '_' and '-' (it becomes an MQTT topic)")
     source = _source(top.table_("source"))
     model = _model(top.table_("model"))
-    runtime = _runtime(top.table_("runtime"))
+    runtime = _runtime(top.table_("runtime"), model)
     zones = tuple(_zone(s) for s in top.tables("zones"))
     lines = tuple(_line(s) for s in top.tables("lines"))
     rules = tuple(_rule(s) for s in top.tables("rules"))
@@ -199,7 +200,30 @@ def _check_user_decoder(s: Section, family: str) -> None:
                       "check the module is importable (PYTHONPATH) and defines the function") from None
 
 
-def _runtime(s: Section) -> RuntimeConfig:
+def _ladder(s: Section, model: ModelConfig) -> LadderConfig:
+    rungs = []
+    for r in s.tables("rungs"):
+        path = r.path("path", None) if r.has("path") else model.path
+        size = r.numbers("size", 2, None, lo=1, hi=8192, integer=True)
+        name = r.str("name")
+        if path == model.path and size is None:
+            raise r.error("size", "is missing, and the rung uses the main model",
+                          "give the rung its own path, a smaller size = [height, width], or both")
+        if name in [x.name for x in rungs] or name == "main":
+            raise r.error("name", f"is {name!r}, which is already taken",
+                          "give every rung its own name ('main' is the main model)")
+        rungs.append(Rung(name=name, path=path, size=tuple(size) if size else None))
+        r.done()
+    ladder = LadderConfig(
+        rungs=tuple(rungs),
+        down_after=s.number("down_after", 3, lo=1, hi=10_000, integer=True),
+        up_after=s.number("up_after", 30, lo=1, hi=1_000_000, integer=True),
+        headroom=s.number("headroom", 0.8, lo=0.05, hi=1.0, lo_open=True))
+    s.done()
+    return ladder
+
+
+def _runtime(s: Section, model: ModelConfig) -> RuntimeConfig:
     providers = s.strings("providers", ("cpu",))
     for p in providers:
         if p.lower() not in PROVIDERS:
@@ -228,7 +252,11 @@ def _runtime(s: Section) -> RuntimeConfig:
     cfg = RuntimeConfig(
         providers=providers,
         budget_ms=s.number("budget_ms", 50.0, lo=0.0, hi=60_000.0, lo_open=True),
-        on_overrun=s.str("on_overrun", "fail_safe", choices=("fail_safe", "skip")),
+        on_overrun=s.str("on_overrun", "fail_safe", choices=("fail_safe", "hold_last", "skip")),
+        hold_last_max_age_ms=s.number("hold_last_max_age_ms", 500.0, lo=0.0, hi=3_600_000.0),
+        guard_priority=s.str("guard_priority", "realtime", choices=("realtime", "normal")),
+        cost_quantile=s.number("cost_quantile", 0.5, lo=0.0, hi=1.0),
+        ladder=_ladder(s.table_("ladder"), model),
         intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True),
         inter_op_threads=s.number("inter_op_threads", 1, lo=0, hi=256, integer=True),
         spin_wait=s.bool("spin_wait", False),

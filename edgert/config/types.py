@@ -55,12 +55,35 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Rung:
+    """A lighter way to run the same task: another model file, or the same at another size."""
+
+    name: str
+    path: Path                          # the main model's file unless the rung names its own
+    size: tuple[int, int] | None = None  # [height, width] for a model with a dynamic input
+
+
+@dataclass(frozen=True, slots=True)
+class LadderConfig:
+    """Steps down to lighter rungs after repeated misses, back up when there is headroom."""
+
+    rungs: tuple[Rung, ...] = ()         # lightest last; the main model is rung 0
+    down_after: int = 3                  # consecutive missed frames before stepping down
+    up_after: int = 30                   # consecutive frames with headroom before stepping up
+    headroom: float = 0.8                # the rung above must be expected to fit in this share
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     """Budget, overrun policy, providers and threads ([runtime])."""
 
     providers: tuple[str, ...] = ("cpu",)
     budget_ms: float = 50.0
-    on_overrun: str = "fail_safe"       # fail_safe | skip
+    on_overrun: str = "fail_safe"       # fail_safe | hold_last | skip
+    hold_last_max_age_ms: float = 500.0  # hold_last: the oldest decision that may be repeated
+    guard_priority: str = "realtime"     # realtime (SCHED_FIFO where allowed) | normal
+    cost_quantile: float = 0.5           # a stage is expected to cost this quantile of its recent runs
+    ladder: LadderConfig = field(default_factory=LadderConfig)
     intra_op_threads: int = 2
     inter_op_threads: int = 1
     kernels: str = "numba"               # numba | reference: pre/post-processing implementation

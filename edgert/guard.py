@@ -1,0 +1,158 @@
+"""The deadline guard: a thread that publishes the overrun record at the deadline while the loop is busy.
+
+Each frame gets a `Ticket`, its one claim on one record. The loop claims it when its decision
+is ready and there is still time to send it; the guard claims it at the deadline if the loop
+has not. Claims and sends happen under one lock, so exactly one record goes out per frame,
+in `seq` order, and an `ok` record can only be sent by a claim made before the deadline.
+
+The guard must run at the deadline even while onnxruntime's threads fill both cores and the
+loop holds the GIL, so it asks for SCHED_FIFO (where the process may: root or CAP_SYS_NICE)
+and the runtime shortens the interpreter's GIL switch interval. Without real-time priority it
+still works, only later under load; `priority` says which one it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Callable, Iterator
+
+from edgert.deadline import Deadline, monotonic
+from edgert.frame import Frame
+from edgert.infer import InferenceRunner
+
+log = logging.getLogger("edgert.guard")
+
+PENDING, LOOP, GUARD = "pending", "loop", "guard"
+RT_PRIORITY = 10   # above normal threads; below the kernel's own real-time helpers (50+)
+
+
+class Ticket:
+    """One frame on its way through the stages: the single mutable object two threads share.
+
+    `state` changes only under the guard's lock. `stage` and `latency_ms` are written by the
+    loop alone, between stages, and read by the guard to say where the time went.
+    """
+
+    __slots__ = ("frame", "deadline", "runner", "state", "stage", "stage_t0", "latency_ms")
+
+    def __init__(self, frame: Frame, deadline: Deadline, runner: InferenceRunner) -> None:
+        self.frame, self.deadline, self.runner = frame, deadline, runner
+        self.state = PENDING
+        self.stage = "preprocess"   # the stage running now, and when it started
+        self.stage_t0 = monotonic()
+        self.latency_ms: dict[str, float] = {"capture": frame.capture_s * 1e3}
+
+    @property
+    def lost(self) -> bool:
+        """The guard has published this frame's record; the loop's work on it is void."""
+        return self.state == GUARD
+
+
+class Guard:
+    """Owns the publish lock and the thread that claims expired tickets.
+
+    `on_deadline(ticket, late_s)` builds and sends the overrun record; it is called with the
+    lock held, right after the claim and after the ticket's run was told to stop.
+    """
+
+    def __init__(self, on_deadline: Callable[[Ticket, float], None], realtime: bool = True) -> None:
+        self.lock = threading.Lock()
+        self._cond = threading.Condition(self.lock)
+        self._on_deadline = on_deadline
+        self._armed: Ticket | None = None
+        self._idle = False
+        self._closing = False
+        self._want_realtime = realtime
+        self.priority = "normal"
+        self.fired = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgert-guard", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def arm(self, ticket: Ticket) -> None:
+        """Watch `ticket` from now on; the previous ticket must have been claimed."""
+        with self._cond:
+            self._armed = ticket
+            ticket.runner.reset()
+            if self._idle:
+                self._cond.notify()
+
+    def claim(self, ticket: Ticket, latest: float) -> bool:
+        """For the loop, with `lock` held: take the ticket if the guard has not and `latest`
+        (when the send would end) is before the deadline, or the deadline is not enforced."""
+        if ticket.state != PENDING:
+            return False
+        if latest >= ticket.deadline.at:
+            return False
+        ticket.state = LOOP
+        return True
+
+    def claim_late(self, ticket: Ticket) -> bool:
+        """For the loop, with `lock` held: take a ticket to publish it as an overrun."""
+        if ticket.state != PENDING:
+            return False
+        ticket.state = LOOP
+        return True
+
+    @contextlib.contextmanager
+    def urgent(self) -> Iterator[None]:
+        """Run the caller (the loop, claiming and sending a record) at real-time priority, just
+        below the guard's, when the guard got it: no ordinary process can preempt it between
+        the last deadline check and the end of the send. Two syscalls, a few µs."""
+        if self.priority != "realtime":
+            yield
+            return
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY - 1))
+        try:
+            yield
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    def _set_priority(self) -> None:
+        if not self._want_realtime or not hasattr(os, "sched_setscheduler"):
+            return
+        try:   # pid 0: this thread, on Linux
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+            self.priority = "realtime"
+        except (PermissionError, OSError) as e:
+            log.warning("deadline guard runs at normal priority (SCHED_FIFO refused: %s); "
+                        "fail-safe records may be a few ms late under load. See "
+                        "docs/deadlines.md for how to allow it.", e.strerror or e)
+
+    def _run(self) -> None:
+        self._set_priority()
+        self._ready.set()
+        with self._cond:
+            while not self._closing:
+                t = self._armed
+                if t is None or t.state != PENDING:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                left = t.deadline.at - monotonic()
+                if left > threading.TIMEOUT_MAX:   # a deadline not enforced (bench, warm-up)
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                t.state = GUARD
+                t.runner.terminate()
+                self.fired += 1
+                try:
+                    self._on_deadline(t, monotonic() - t.deadline.at)
+                except Exception:  # the guard must outlive any one record
+                    log.exception("publishing the overrun record failed")
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(5.0)

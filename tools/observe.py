@@ -1,0 +1,119 @@
+"""Watch `edgert run` from outside: stamp each record as it arrives and judge it against its deadline.
+
+    python tools/observe.py [--seconds S] [--records N] -- edgert run CONFIG
+
+The records are read from the child's stdout (configure a `stdout` output) by a thread that
+asks for real-time priority, so the observer's own scheduling adds as little as it can to
+what it measures. A record is late when it arrives after `captured_at + deadline_ms`; the
+report gives, per status, how many arrived late and the lateness past the deadline (p50, p99,
+max: negative means early). Exit status 1 if any `ok` record arrived late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Observed:
+    """Records as they arrived, with the observer's receive time (Unix seconds)."""
+
+    records: list[dict] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)
+    stderr: str = ""
+    returncode: int | None = None
+    realtime: bool = False
+
+    def lateness_ms(self, status: str | None = None) -> np.ndarray:
+        """Receive time minus deadline per record (of `status`, or all), in ms."""
+        return np.array([(got - (r["captured_at"] + r["deadline_ms"] / 1e3)) * 1e3
+                         for r, got in zip(self.records, self.received)
+                         if status is None or r["status"] == status])
+
+    def late(self, status: str) -> int:
+        return int((self.lateness_ms(status) > 0).sum())
+
+    def report(self) -> dict:
+        out: dict = {"records": len(self.records), "observer_realtime": self.realtime}
+        for status in sorted({r["status"] for r in self.records}):
+            lat = self.lateness_ms(status)
+            out[status] = {"n": int(lat.size), "late": int((lat > 0).sum()),
+                           "lateness_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
+                                           "p99": round(float(np.percentile(lat, 99)), 3),
+                                           "max": round(float(lat.max()), 3)}}
+        return out
+
+
+def _realtime() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
+
+
+def observe(cmd: list[str], *, seconds: float | None = None, records: int | None = None,
+            cwd: str | None = None, env: dict | None = None, timeout: float = 600) -> Observed:
+    """Run `cmd` until it exits, `seconds` pass or `records` arrive (then SIGTERM it)."""
+    obs = Observed()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    done = threading.Event()
+
+    def read() -> None:
+        obs.realtime = _realtime()
+        clock = time.time
+        for line in proc.stdout:   # type: ignore[union-attr]
+            got = clock()
+            if line.startswith(b"{"):
+                obs.records.append(json.loads(line))
+                obs.received.append(got)
+                if records is not None and len(obs.records) >= records:
+                    done.set()
+        done.set()
+
+    err: list[bytes] = []
+    reader = threading.Thread(target=read, daemon=True)
+    err_reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    err_reader.start()
+    done.wait(seconds if seconds is not None else timeout)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reader.join(10)
+    err_reader.join(10)
+    obs.returncode = proc.returncode
+    obs.stderr = b"".join(err).decode(errors="replace")
+    return obs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float)
+    ap.add_argument("--records", type=int)
+    ap.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        ap.error("give the command to observe after --")
+    obs = observe(cmd, seconds=args.seconds, records=args.records)
+    print(json.dumps(obs.report(), indent=2))
+    return 1 if obs.late("ok") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
