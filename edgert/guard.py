@@ -27,6 +27,7 @@ log = logging.getLogger("edgert.guard")
 
 PENDING, LOOP, GUARD = "pending", "loop", "guard"
 RT_PRIORITY = 10   # above normal threads; below the kernel's own real-time helpers (50+)
+URGENT_WITHIN_S = 0.02   # the loop's send borrows real-time priority this close to the deadline
 
 
 class Ticket:
@@ -99,11 +100,16 @@ class Guard:
         return True
 
     @contextlib.contextmanager
-    def urgent(self) -> Iterator[None]:
+    def urgent(self, ticket: Ticket) -> Iterator[None]:
         """Run the caller (the loop, claiming and sending a record) at real-time priority, just
-        below the guard's, when the guard got it: no ordinary process can preempt it between
-        the last deadline check and the end of the send. Two syscalls, a few µs."""
-        if self.priority != "realtime":
+        below the guard's, when the guard got it and the deadline is near: no ordinary process
+        can then preempt it between the last deadline check and the end of the send.
+
+        Only near the deadline, because dropping back to normal priority lets the scheduler
+        put the loop behind every other runnable process (measured under load: the next frame
+        started ~4 ms later); with more than `URGENT_WITHIN_S` left, only a host stall, not a
+        preemption, could make the send late."""
+        if self.priority != "realtime" or ticket.deadline.remaining() > URGENT_WITHIN_S:
             yield
             return
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY - 1))

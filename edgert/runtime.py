@@ -350,7 +350,7 @@ class Runtime:
         outcome = result.outcome
         dets = tuple(result.detections.to_records()) if result.detections else ()
         costs = pipeline.costs
-        with guard.urgent(), guard.lock:
+        with guard.urgent(t), guard.lock:
             t0 = monotonic()
             if guard.claim(t, t0 + costs.expected("publish") + SEND_MARGIN_S):
                 decision = self._decision(t, "ok", outcome.action, result.latency_ms, decided,
