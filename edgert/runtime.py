@@ -7,7 +7,6 @@ import logging
 import sys
 import threading
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -17,9 +16,8 @@ from edgert.config.types import Config, ModelConfig
 from edgert.costs import StageCosts
 from edgert.deadline import Deadline, monotonic, wall
 from edgert.decide import RuleEngine
-from edgert.decide.rules import NO_ACTION
 from edgert.errors import ConfigError, ModelError, SourceUnavailable
-from edgert.frame import STAGES, Decision, Frame
+from edgert.frame import Decision, Frame
 from edgert.guard import Guard, Ticket
 from edgert.ladder import Ladder
 from edgert.infer import InferenceRunner, ModelInfo, load_model
@@ -29,7 +27,7 @@ from edgert.preprocess import ReferencePreprocessor
 from edgert.publish import JsonlOutput, Output, Publisher, StdoutOutput
 from edgert.service.notify import Notifier
 from edgert.source import FrameSource, open_source
-from edgert.stats import LatencyLog
+from edgert.records import Recorder, RunSummary
 
 log = logging.getLogger("edgert")
 
@@ -38,44 +36,6 @@ GIL_SWITCH_S = 0.0005   # how long the loop may hold the GIL while the guard wai
 # (beyond the learned cost of building and sending it): the reader on the other end of a
 # pipe or socket needs a moment to be woken, and the promise is judged where it reads.
 SEND_MARGIN_S = 0.0005
-
-
-@dataclass
-class RunSummary:
-    """Counts for the end-of-run report; changed only under the guard's lock."""
-
-    records: int = 0
-    ok: int = 0
-    fail_safe: int = 0
-    hold_last: int = 0
-    skipped: int = 0
-    late_ok: int = 0     # ok records whose send ended past the deadline (a host stall): must be 0
-    misses: dict[str, dict[str, int]] = field(default_factory=dict)   # stage → cause → count
-    actions: dict[str, int] = field(default_factory=dict)
-    latency: LatencyLog = field(default_factory=LatencyLog)
-    guard_late: LatencyLog = field(default_factory=LatencyLog)   # guard records past deadline
-    seconds: float = 0.0
-    source: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def count(self, status: str, action: str, latency_ms: dict[str, float]) -> None:
-        self.records += 1
-        setattr(self, status, getattr(self, status) + 1)
-        self.actions[action] = self.actions.get(action, 0) + 1
-        self.latency.add(latency_ms)
-
-    def miss(self, stage: str, cause: str) -> None:
-        by_cause = self.misses.setdefault(stage, {})
-        by_cause[cause] = by_cause.get(cause, 0) + 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"records": self.records, "ok": self.ok, "fail_safe": self.fail_safe,
-                "hold_last": self.hold_last, "skipped": self.skipped, "late_ok": self.late_ok,
-                "misses": {k: dict(v) for k, v in self.misses.items()},
-                "actions": dict(self.actions), "seconds": round(self.seconds, 3),
-                "latency_ms": self.latency.percentiles(),
-                "fail_safe_late_ms": self.guard_late.percentiles().get("late", {}),
-                "source": self.source, **self.extra}
 
 
 def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
@@ -153,16 +113,6 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, name: str,
                     cfg.runtime.cost_quantile), info
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """The last `ok` decision, for `hold_last`."""
-
-    seq: int
-    action: str
-    rule: str | None
-    decided_mono: float
-
-
 class Runtime:
     """Owns the parts for one run; only this class knows which concrete stage classes exist."""
 
@@ -171,12 +121,11 @@ class Runtime:
         self.cfg, self.source, self.rungs, self.info = cfg, source, rungs, info
         self.publisher, self.enforce_budget = publisher, enforce_budget
         self.run_id = uuid.uuid4().hex[:12]
-        self.seq = 0
-        self.summary = RunSummary()
+        self.records = Recorder(cfg, self.run_id, publisher)
+        self.summary = self.records.summary
         self.budget_s = cfg.runtime.budget_ms / 1e3
         self.notifier = Notifier.from_env()
         self._errors: dict[str, int] = {}
-        self._held: _Held | None = None
         self._guard: Guard | None = None
         self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
 
@@ -254,65 +203,11 @@ class Runtime:
             return Deadline.after(frame.captured_mono, self.budget_s)
         return Deadline(at=float("inf"), budget_s=self.budget_s)
 
-    def _decision(self, t: Ticket, status: str, action: str, latency_ms: dict[str, float],
-                  decided: float, rule: str | None = None, detections: tuple[dict, ...] = (),
-                  extra: dict[str, Any] | None = None) -> Decision:
-        """A record for `t` carrying the next `seq` (taken when it is sent): call with the
-        guard's lock held."""
-        frame = t.frame
-        if self.ladder is not None and self.ladder.rung:
-            extra = dict(extra or {}, rung=self.rungs[self.ladder.rung].name)
-        # Every record carries every stage, 0 for those a late frame never reached.
-        lat = dict.fromkeys(STAGES, 0.0)
-        lat.update(latency_ms)
-        # The budget runs from the capture timestamp; `capture` (grab + decode) came before it.
-        lat["total"] = (decided - frame.captured_mono) * 1e3
-        return Decision(device_id=self.cfg.device_id, run_id=self.run_id, seq=self.seq + 1,
-                        frame_id=frame.index, captured_at=frame.captured_wall,
-                        decided_at=frame.captured_wall + (decided - frame.captured_mono),
-                        deadline_ms=self.cfg.runtime.budget_ms, status=status, action=action,
-                        latency_ms={k: round(v, 3) for k, v in lat.items()},
-                        detections=detections, rule=rule, extra=extra or {})
-
-    def _overrun(self, t: Ticket, cause: str, stage: str, latency_ms: dict[str, float],
-                 error: str | None = None, late_s: float | None = None) -> Decision:
-        """The record the overrun policy gives `t`, sent; call with the guard's lock held."""
-        now = monotonic()
-        extra: dict[str, Any] = {"cause": cause, "stage": stage}
-        if error:
-            extra["error"] = error
-        if late_s is not None:
-            extra["late_ms"] = round(late_s * 1e3, 3)
-        rt = self.cfg.runtime
-        policy, rule = rt.on_overrun, None
-        if policy == "hold_last":
-            held = self._held
-            if held is not None and (now - held.decided_mono) * 1e3 <= rt.hold_last_max_age_ms:
-                status, action, rule = "hold_last", held.action, held.rule
-                extra["held_seq"] = held.seq
-                extra["held_age_ms"] = round((now - held.decided_mono) * 1e3, 3)
-            else:   # nothing recent enough to repeat: the safe action
-                status, action = "fail_safe", self.cfg.fail_safe.action
-                extra["hold_expired"] = True
-        elif policy == "skip":
-            status, action = "skipped", NO_ACTION
-        else:
-            status, action = "fail_safe", self.cfg.fail_safe.action
-        self.summary.miss(stage, cause)
-        decision = self._decision(t, status, action, latency_ms, now, rule, extra=extra)
-        self._send(decision)
-        return decision
-
-    def _send(self, decision: Decision, record: dict | None = None, line: str | None = None) -> None:
-        self.publisher.publish(record or decision.to_record(), line)
-        self.seq = decision.seq
-        self.summary.count(decision.status, decision.action, decision.latency_ms)
-
     def _at_deadline(self, t: Ticket, late_s: float) -> None:
         """The guard's side: publish the overrun record while the loop is still busy."""
         lat = dict(t.latency_ms)
         lat[t.stage] = (monotonic() - t.stage_t0) * 1e3
-        self._overrun(t, "deadline", t.stage, lat, late_s=late_s)
+        self.records.overrun(t, "deadline", t.stage, lat, late_s=late_s)
         self.summary.guard_late.add({"late": late_s * 1e3})
 
     def step(self, frame: Frame) -> Decision | None:
@@ -331,6 +226,8 @@ class Runtime:
                 decision.latency_ms["total"] / 1e3 if ok else 0.0)   # type: ignore[union-attr]
             if switch is not None:
                 name = self.rungs[switch.rung].name
+                with self.guard.lock:
+                    self.records.rung = name if switch.rung else None
                 if switch.down:
                     log.warning("degraded: stepping down to rung %r (%s)", name, switch.reason)
                 else:
@@ -343,34 +240,33 @@ class Runtime:
         if result.status != "ok":
             with guard.lock:
                 if guard.claim_late(t):
-                    return self._overrun(t, result.cause or "error", result.stage or "?",
-                                         result.latency_ms, result.error)
+                    return self.records.overrun(t, result.cause or "error", result.stage or "?",
+                                                result.latency_ms, result.error)
             return None
         decided = monotonic()
         outcome = result.outcome
         dets = tuple(result.detections.to_records()) if result.detections else ()
-        costs = pipeline.costs
+        costs, records = pipeline.costs, self.records
         with guard.urgent(t), guard.lock:
             t0 = monotonic()
             if guard.claim(t, t0 + costs.expected("publish") + SEND_MARGIN_S):
-                decision = self._decision(t, "ok", outcome.action, result.latency_ms, decided,
-                                          outcome.rule, dets)
+                decision = records.decision(t, "ok", outcome.action, result.latency_ms, decided,
+                                            outcome.rule, dets)
                 record = decision.to_record()
                 line = self.publisher.serialize(record)
                 if t.deadline.expired():
                     # Claimed in time, but the record is not out and the deadline has passed
                     # (a host stall): it goes out as an overrun, never as a late `ok`.
                     pipeline.rules.retract()
-                    return self._overrun(t, "deadline", "publish", result.latency_ms)
-                self._send(decision, record, line)
+                    return records.overrun(t, "deadline", "publish", result.latency_ms)
+                records.send(decision, record, line)
                 if t.deadline.expired():
                     self.summary.late_ok += 1
-                self._held = _Held(decision.seq, decision.action, decision.rule, decided)
                 costs.observe("publish", monotonic() - t0)
                 return decision
             pipeline.rules.retract()
             if guard.claim_late(t):   # not enough time left to send it: the policy's record now
-                return self._overrun(t, "predicted", "publish", result.latency_ms)
+                return records.overrun(t, "predicted", "publish", result.latency_ms)
         return None   # the guard published at the deadline
 
     def _report_error(self, result: FrameResult) -> None:
