@@ -70,6 +70,14 @@ Same clip against every object in `conveyor.truth.jsonl` (edge-cut defective par
 Parts fully inside the frame, share of those frames where the part got the right label:
 {per_part_lines}
 
+## Reproducibility
+
+Everything is seeded (renderer, data order, torch) and training uses
+`torch.use_deterministic_algorithms(True)` on 2 CPU threads, so rerunning the command with the
+same seed and software versions gives a byte-identical model; the model file's sha256 is
+`{sha256}`.
+`--skip-train` re-renders only the clip and its truth (also byte-identical).
+
 ## Limits
 
 - Synthetic data only, one renderer; never validated on camera footage. Not for real factories.
@@ -85,6 +93,10 @@ def _rows(summary):
 
 
 def write_card(path, d):
+    """d: the figures make_demo.py measured; `model_path` is hashed so the card names its file."""
+    import hashlib
+    with open(d.pop("model_path"), "rb") as f:
+        d["sha256"] = hashlib.sha256(f.read()).hexdigest()
     strict = "; ".join(f"{k} P={v['precision']:.3f} R={v['recall']:.3f}" for k, v in d["strict"].items())
     parts = []
     for label in ("defect", "part"):
