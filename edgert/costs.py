@@ -16,8 +16,7 @@ because it shows the board has time again.
 
 from __future__ import annotations
 
-import numpy as np
-
+INF = float("inf")
 
 # Building and sending the record decides whether an `ok` may still be sent: that margin must
 # cover nearly every send, not a typical one.
@@ -37,8 +36,9 @@ class StageCosts:
                  min_samples: int = 8, probe_after: int = 16) -> None:
         self.window, self.quantile, self.refresh = window, quantile, refresh
         self.min_samples, self.probe_after = min_samples, probe_after
-        self._rings: dict[str, np.ndarray] = {}
-        self._scratch = np.empty(window, np.float64)
+        # Plain lists: one element written per stage per frame, where numpy's per-call cost
+        # would be most of the work.
+        self._rings: dict[str, list[float]] = {}
         self._count: dict[str, int] = {}
         self._expected: dict[str, float] = {}
         self._refused = 0   # frames given up on in a row
@@ -47,10 +47,10 @@ class StageCosts:
         """A stage's duration; `stopped`: it was cut off at the deadline (a lower bound)."""
         ring = self._rings.get(stage)
         if ring is None:
-            ring = self._rings[stage] = np.zeros(self.window, np.float64)
+            ring = self._rings[stage] = [0.0] * self.window
             self._count[stage] = 0
         n = self._count[stage]
-        if not stopped and self._expected.get(stage) == float("inf"):
+        if not stopped and self._expected.get(stage) == INF:
             n = self._forget_stopped(stage, ring, n)
         ring[n % self.window] = -seconds if stopped else seconds   # the sign marks stopped runs
         n += 1
@@ -58,20 +58,15 @@ class StageCosts:
         if n >= self.min_samples and (n % self.refresh == 0 or n == self.min_samples):
             self._refresh(stage, ring[:min(n, self.window)])
 
-    def _refresh(self, stage: str, samples: np.ndarray) -> None:
-        done = self._scratch[:samples.size]
-        m = 0
-        for v in samples:   # ≤ window values, every `refresh` runs
-            if v >= 0.0:
-                done[m] = v
-                m += 1
-        if 2 * m < samples.size:
-            self._expected[stage] = float("inf")
-        elif m:
-            k = min(m - 1, int(STAGE_QUANTILE.get(stage, self.quantile) * m))
-            self._expected[stage] = float(np.partition(done[:m], k)[k])
+    def _refresh(self, stage: str, samples: list[float]) -> None:
+        done = sorted(v for v in samples if v >= 0.0)   # ≤ window values, every `refresh` runs
+        if 2 * len(done) < len(samples):
+            self._expected[stage] = INF
+        elif done:
+            q = STAGE_QUANTILE.get(stage, self.quantile)
+            self._expected[stage] = done[min(len(done) - 1, int(q * len(done)))]
 
-    def _forget_stopped(self, stage: str, ring: np.ndarray, n: int) -> int:
+    def _forget_stopped(self, stage: str, ring: list[float], n: int) -> int:
         kept = [v for v in ring[:min(n, self.window)] if v >= 0.0]
         ring[:len(kept)] = kept
         self._expected.pop(stage, None)

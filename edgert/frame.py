@@ -69,12 +69,17 @@ class Detections:
         return self.labels[c] if 0 <= c < len(self.labels) else str(c)
 
     def to_records(self) -> list[dict]:
+        # Whole arrays to Python at once: per-element numpy scalars cost more than the rest.
+        ids = self.class_ids.tolist()
+        scores = self.scores.astype(np.float64).round(4).tolist()
+        boxes = self.boxes.astype(np.float64).round(1).tolist() if self.has_boxes else None
+        n = len(self.labels)
         out = []
-        for i in range(len(self)):
-            rec = {"label": self.label(i), "class_id": int(self.class_ids[i]),
-                   "score": round(float(self.scores[i]), 4)}
-            if self.has_boxes:
-                rec["box"] = [round(float(v), 1) for v in self.boxes[i]]
+        for i, c in enumerate(ids):
+            rec = {"label": self.labels[c] if 0 <= c < n else str(c), "class_id": c,
+                   "score": scores[i]}
+            if boxes is not None:
+                rec["box"] = boxes[i]
             out.append(rec)
         return out
 

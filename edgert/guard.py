@@ -26,6 +26,7 @@ from edgert.infer import InferenceRunner
 log = logging.getLogger("edgert.guard")
 
 PENDING, LOOP, GUARD = "pending", "loop", "guard"
+INF = float("inf")
 RT_PRIORITY = 10   # above normal threads; below the kernel's own real-time helpers (50+)
 URGENT_WITHIN_S = 0.02   # the loop's send borrows real-time priority this close to the deadline
 
@@ -64,7 +65,7 @@ class Guard:
         self._cond = threading.Condition(self.lock)
         self._on_deadline = on_deadline
         self._armed: Ticket | None = None
-        self._idle = False
+        self._wake_at = -INF   # when the guard's current sleep ends (-inf: it is awake)
         self._closing = False
         self._want_realtime = realtime
         self.priority = "normal"
@@ -75,11 +76,15 @@ class Guard:
         self._ready.wait(5.0)
 
     def arm(self, ticket: Ticket) -> None:
-        """Watch `ticket` from now on; the previous ticket must have been claimed."""
+        """Watch `ticket` from now on; the previous ticket must have been claimed.
+
+        The guard is woken only if it would otherwise sleep past this deadline: a wake-up at
+        every frame would make it take the GIL just as the loop starts preprocessing.
+        """
         with self._cond:
             self._armed = ticket
             ticket.runner.reset()
-            if self._idle:
+            if ticket.deadline.at < self._wake_at:
                 self._cond.notify()
 
     def claim(self, ticket: Ticket, latest: float) -> bool:
@@ -135,19 +140,15 @@ class Guard:
         with self._cond:
             while not self._closing:
                 t = self._armed
-                if t is None or t.state != PENDING:
-                    self._idle = True
-                    self._cond.wait()
-                    self._idle = False
+                now = monotonic()
+                if t is None or t.state != PENDING or t.deadline.at == INF:
+                    # Nothing to watch. The next frame is captured from now on, so its deadline
+                    # is at least one budget away: sleep that long unless `arm` says otherwise.
+                    budget = t.deadline.budget_s if t is not None else INF
+                    self._sleep(now + budget if budget < threading.TIMEOUT_MAX else INF, now)
                     continue
-                left = t.deadline.at - monotonic()
-                if left > threading.TIMEOUT_MAX:   # a deadline not enforced (bench, warm-up)
-                    self._idle = True
-                    self._cond.wait()
-                    self._idle = False
-                    continue
-                if left > 0:
-                    self._cond.wait(left)
+                if t.deadline.at > now:
+                    self._sleep(t.deadline.at, now)
                     continue
                 t.state = GUARD
                 t.runner.terminate()
@@ -156,6 +157,11 @@ class Guard:
                     self._on_deadline(t, monotonic() - t.deadline.at)
                 except Exception:  # the guard must outlive any one record
                     log.exception("publishing the overrun record failed")
+
+    def _sleep(self, until: float, now: float) -> None:
+        self._wake_at = until
+        self._cond.wait(None if until == INF else until - now)
+        self._wake_at = -INF   # awake: `arm` need not notify
 
     def close(self) -> None:
         with self._cond:

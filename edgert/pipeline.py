@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,6 +46,9 @@ class FrameResult:
 
 def finite(det: Detections) -> Detections:
     """Drop detections with NaN/inf (an overflowing fp16/int8 model): records must stay JSON."""
+    # One sum is finite when every value is (barring overflow, which takes the slow path).
+    if math.isfinite(float(det.scores.sum()) + float(det.boxes.sum())):
+        return det
     ok = np.isfinite(det.scores)
     if det.has_boxes:
         ok &= np.isfinite(det.boxes).all(axis=1)
@@ -60,6 +64,8 @@ class Pipeline:
                  rules: RuleEngine, name: str = "main", cost_quantile: float = 0.5) -> None:
         self.preprocess, self.runner, self.decoder, self.rules = preprocess, runner, decoder, rules
         self.name, self.cost_quantile = name, cost_quantile
+        # The numba decoder drops non-finite values itself; any other is checked here.
+        self._decoder_finite = getattr(decoder, "outputs_finite", False)
         self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
@@ -109,7 +115,9 @@ class Pipeline:
         if stop:
             return stop
         try:
-            detections = finite(self.decoder(run.outputs, transform))
+            detections = self.decoder(run.outputs, transform)
+            if not self._decoder_finite:
+                detections = finite(detections)
         except Exception as e:  # a user decoder, or a model emitting garbage: never fatal
             lat["postprocess"] = (monotonic() - t2) * 1e3
             return self._overrun(t, "error", "postprocess", f"{type(e).__name__}: {e}"[:200])

@@ -282,6 +282,21 @@ def test_decoder_reads_read_only_outputs():
                            YoloV8Decoder(labels, 0, 0.25, 0.45, 8400)([out], transform))
 
 
+def test_decoder_drops_non_finite_boxes_and_maps_the_rest():
+    """A broken model's NaN/inf box must not reach a record; the others map to frame pixels."""
+    labels = ("a", "b")
+    pred = np.zeros((1, 6, 4), np.float32)
+    pred[0, :4, :] = np.array([[100, 100, 20, 20], [300, 300, 20, 20], [500, 200, 20, 20],
+                               [200, 500, 20, 20]], np.float32).T
+    pred[0, 4, :] = 0.9
+    pred[0, 0, 1] = np.nan
+    pred[0, 2, 2] = np.inf
+    transform = plan_transform((320, 320), (640, 640), "stretch")   # frame = input / 2
+    det = YoloV8Kernel(labels, 0, 0.25, 0.45, 100, anchors=4)([pred], transform)
+    assert len(det) == 2 and np.isfinite(det.boxes).all()
+    np.testing.assert_allclose(sorted(det.boxes[:, 0].tolist()), [45.0, 95.0])
+
+
 def test_decoder_empty_and_growing_anchor_count():
     labels = ("a", "b")
     transform = plan_transform((480, 640), (320, 320), "letterbox")

@@ -178,9 +178,44 @@ def nms_class_aware_into(boxes, scores, class_ids, n, iou, max_det, order, tmp, 
     return k
 
 
+@numba.njit(nt.int64(nt.int64[::1], nt.int64, _ro(nt.float32, 2), _ro(nt.float32, 1),
+                     _ro(nt.int32, 1), _ro(nt.float32, 1), nt.float32[:, ::1], nt.float32[::1],
+                     nt.int32[::1]), **_JIT)
+def gather_to_frame(keep, k, boxes, scores, class_ids, geometry, out_boxes, out_scores,
+                    out_ids):  # pragma: no cover - compiled
+    """The kept candidates, mapped from input to frame pixels and clipped, into the outputs
+    (capacity ≥ k); a box or score that is not finite (a broken model) is left out. Returns
+    how many were written. `geometry`: pad x, pad y, scale x, scale y, crop x, crop y,
+    frame width, frame height — `Transform.to_frame` in one pass, without numpy's per-call cost,
+    in the same float32 arithmetic, so the boxes are identical.
+    """
+    zero = np.float32(0.0)
+    px, py, sx, sy, cx, cy, fw, fh = (geometry[0], geometry[1], geometry[2], geometry[3],
+                                      geometry[4], geometry[5], geometry[6], geometry[7])
+    m = 0
+    for j in range(k):
+        i = keep[j]
+        s = scores[i]
+        x1 = (boxes[i, 0] - px) / sx + cx
+        y1 = (boxes[i, 1] - py) / sy + cy
+        x2 = (boxes[i, 2] - px) / sx + cx
+        y2 = (boxes[i, 3] - py) / sy + cy
+        if not (np.isfinite(s) and np.isfinite(x1) and np.isfinite(y1) and np.isfinite(x2)
+                and np.isfinite(y2)):
+            continue
+        out_boxes[m, 0] = min(max(x1, zero), fw)
+        out_boxes[m, 1] = min(max(y1, zero), fh)
+        out_boxes[m, 2] = min(max(x2, zero), fw)
+        out_boxes[m, 3] = min(max(y2, zero), fh)
+        out_scores[m] = s
+        out_ids[m] = class_ids[i]
+        m += 1
+    return m
+
+
 def kernels_from_cache() -> bool:
     """True if every compiled signature was loaded from numba's on-disk cache (no compile paid)."""
-    fns = (decode_yolov8, _argsort_desc, _overlap, nms_class_aware_into)
+    fns = (decode_yolov8, _argsort_desc, _overlap, nms_class_aware_into, gather_to_frame)
     return all(not f.stats.cache_misses and sum(f.stats.cache_hits.values()) == len(f.signatures)
                for f in fns)
 
@@ -205,6 +240,8 @@ class YoloV8Kernel:
     grows them once. The returned Detections own their (small) arrays.
     """
 
+    outputs_finite = True   # non-finite boxes and scores are dropped in `gather_to_frame`
+
     def __init__(self, labels: tuple[str, ...], output_index: int, conf: float, iou: float,
                  max_det: int, anchors: int = 8400) -> None:
         self.labels, self.index = labels, output_index
@@ -212,6 +249,8 @@ class YoloV8Kernel:
         # The numpy decoder compares float32 scores with conf as float32 (NEP 50), and OpenCV
         # takes the IoU threshold as float.
         self._conf32, self._iou32 = np.float32(conf), np.float32(iou)
+        self._transform: Transform | None = None
+        self._geometry = np.zeros(8, np.float32)
         self._allocate(anchors)
 
     def _allocate(self, anchors: int) -> None:
@@ -249,7 +288,14 @@ class YoloV8Kernel:
                                  self.max_det, self._order, self._tmp, self._rects, self._keep)
         if k == 0:
             return Detections.empty(self.labels)
-        keep = self._keep[:k]
-        boxes = self._boxes[keep]
-        transform.to_frame(boxes)
-        return Detections(boxes, self._scores[keep], self._class_ids[keep], self.labels)
+        if transform is not self._transform:   # a new frame size: once per size, not per frame
+            self._transform = transform
+            self._geometry = np.array([*transform.pad_xy, *transform.scale_xy, *transform.crop[:2],
+                                       transform.frame_hw[1], transform.frame_hw[0]], np.float32)
+        boxes, scores = np.empty((k, 4), np.float32), np.empty(k, np.float32)
+        ids = np.empty(k, np.int32)
+        m = gather_to_frame(self._keep, k, self._boxes, self._scores, self._class_ids,
+                            self._geometry, boxes, scores, ids)
+        if m < k:
+            boxes, scores, ids = boxes[:m], scores[:m], ids[:m]
+        return Detections(boxes, scores, ids, self.labels)
