@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import uuid
+from time import thread_time
 from typing import Any
 
 import cv2
@@ -221,8 +222,11 @@ class Runtime:
         decision = self._publish(t, pipeline, result)
         if self.ladder is not None and self.ladder.top:
             ok = decision is not None and decision.status == "ok"
+            # The rung's typical inference now (its learned median), not this frame's: one
+            # frame's jitter must not decide a climb.
+            infer_s = pipeline.costs.expected("infer") or result.latency_ms.get("infer", 0.0) / 1e3
             switch = self.ladder.record(
-                not ok, result.latency_ms.get("infer", 0.0) / 1e3,
+                not ok, infer_s,
                 decision.latency_ms["total"] / 1e3 if ok else 0.0)   # type: ignore[union-attr]
             if switch is not None:
                 name = self.rungs[switch.rung].name
@@ -248,7 +252,7 @@ class Runtime:
         dets = tuple(result.detections.to_records()) if result.detections else ()
         costs, records = pipeline.costs, self.records
         with guard.urgent(t), guard.lock:
-            t0 = monotonic()
+            t0, cpu0 = monotonic(), thread_time()
             if guard.claim(t, t0 + costs.expected("publish") + SEND_MARGIN_S):
                 decision = records.decision(t, "ok", outcome.action, result.latency_ms, decided,
                                             outcome.rule, dets)
@@ -262,7 +266,10 @@ class Runtime:
                 records.send(decision, record, line)
                 if t.deadline.expired():
                     self.summary.late_ok += 1
-                costs.observe("publish", monotonic() - t0)
+                # CPU time, not wall time: near the deadline the send runs at real-time
+                # priority and cannot be preempted, while far from it a preemption costs
+                # nothing; wall time would let a loaded spell inflate the margin for good.
+                costs.observe("publish", thread_time() - cpu0)
                 return decision
             pipeline.rules.retract()
             if guard.claim_late(t):   # not enough time left to send it: the policy's record now

@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -280,7 +281,9 @@ def test_the_ladder_steps_down_under_load_and_back_up_when_it_goes(tmp_path: Pat
     main = matmul_chain(tmp_path / "model.onnx", size=512, depth=12)
     matmul_chain(tmp_path / "light.onnx", size=512, depth=2)
     median = median_inference_ms(main)
-    budget = 1.5 * median
+    # Calm, a frame may wait up to one inference in the mailbox and then take one: 2/3 of the
+    # budget at worst. Four busy-looping processes make inference ~3× slower: well over it.
+    budget = 3 * median
     ladder = """
 [runtime.ladder]
 down_after = 3
@@ -290,25 +293,29 @@ up_after = 15
 name = "light"
 path = "light.onnx"
 """
-    cfg = config(tmp_path, budget, source_extra="fps = 60", runtime_extra=ladder)
-    hog_code = "import time\nend = time.time() + 6\nwhile time.time() < end: pass\n"
-    proc = subprocess.Popen([sys.executable, "-m", "edgert", "run", str(cfg)], cwd=tmp_path,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(4)   # warm-up, then calm running on the main model
-        hogs = [subprocess.Popen([sys.executable, "-c", hog_code]) for _ in range(4)]
+    cfg = config(tmp_path, budget, source_extra="fps = 20", runtime_extra=ladder)
+    load: dict[str, float] = {}
+
+    def hog() -> None:   # four busy processes from 4 s to 10 s into the run
+        time.sleep(4)
+        load["start"] = time.time()
+        code = "import time\nend = time.time() + 6\nwhile time.time() < end: pass\n"
+        hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
         for h in hogs:
             h.wait()
-        time.sleep(10)   # the load is gone
-        proc.send_signal(2)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err[-2000:]
-    recs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
-    rungs = [r.get("rung", "main") for r in recs]
-    assert "light" in rungs, "never stepped down under load"
-    assert rungs[-1] == "main", "did not climb back once the load went"
+        load["end"] = time.time()
+
+    loader = threading.Thread(target=hog)
+    loader.start()
+    obs = run(cfg, seconds=20)   # read as it comes: a full stdout pipe would stall the loop
+    loader.join()
+    rung = {id(r): r.get("rung", "main") for r in obs.records}
+    during = [rung[id(r)] for r in obs.records if load["start"] + 2 < r["captured_at"] < load["end"]]
+    after = [rung[id(r)] for r in obs.records if r["captured_at"] > load["end"] + 6]
+    assert during and after, obs.report()
+    assert during.count("light") > 0.8 * len(during), "did not step down under load"
+    assert after and set(after) == {"main"}, "did not climb back once the load went"
+    rungs = [rung[id(r)] for r in obs.records]
     changes = sum(a != b for a, b in zip(rungs, rungs[1:]))
     assert changes <= 6, f"flapping: {changes} switches"
-    assert "degraded: stepping down" in err
+    assert "degraded: stepping down" in obs.stderr
