@@ -64,7 +64,14 @@ def make_output(cfg: Config, index: int) -> Output:
         except OSError as e:
             raise ConfigError(str(cfg.file), f"outputs[{index}].path", f"cannot be opened for "
                               f"appending ({e.strerror})", "point it at a writable file") from None
-    return StdoutOutput()   # validation admits only stdout and jsonl
+    if out.type == "serial" and out.serial is not None:
+        from edgert.publish.serial import SerialOutput, open_failure   # loads pyserial
+        try:
+            return SerialOutput.open(out.serial, f"serial:{out.serial.port}", cfg.fail_safe.action)
+        except (OSError, ValueError) as e:   # serial.SerialException is an OSError
+            problem, fix = open_failure(out.serial, e)
+            raise ConfigError(str(cfg.file), f"outputs[{index}].port", problem, fix) from None
+    return StdoutOutput()   # validation admits only stdout, jsonl and serial
 
 
 def expected_frame_hw(cfg: Config) -> tuple[int, int]:
@@ -313,6 +320,11 @@ class Runtime:
                 if frame is None:
                     if self.source.ended:
                         break
+                    if self.source.stats().state == "reopening":
+                        # No frames, so no records: an actuator must not keep acting on the
+                        # last one. Repeats send nothing until an ok decision came between.
+                        with guard.lock:
+                            self.publisher.safe_state("source_lost")
                     continue
                 self.step(frame)
         finally:
@@ -321,6 +333,7 @@ class Runtime:
             s.seconds = monotonic() - started
             s.source = _stats_dict(self.source.stats())
             self.close()
+            s.extra["outputs"] = self.publisher.stats()
             s.extra["guard"] = {"priority": guard.priority, "fired": guard.fired,
                                 "runs_stopped": sum(p.runner.terminated for p in self.rungs)}
             s.extra["expected_ms"] = {p.name: p.costs.snapshot() for p in self.rungs}

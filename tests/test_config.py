@@ -64,6 +64,8 @@ def test_good_config_loads_into_frozen_values(workdir: Path) -> None:
         cfg.device_id = "other"  # type: ignore[misc]
 
 
+SERIAL = '\n[[outputs]]\ntype = "serial"\nport = "loop://"\n'
+
 # (name, edit to GOOD, the dotted key the message must name, a word of the fix)
 BAD = [
     ("unknown top key", lambda t: t + '\ncolour = "red"\n', "colour", "spelling"),
@@ -124,6 +126,43 @@ BAD = [
     ("ladder headroom", lambda t: t.replace(
         "budget_ms = 200", 'budget_ms = 200\n[runtime.ladder]\nheadroom = 1.5'),
      "runtime.ladder.headroom", "at most 1"),
+    ("mqtt not yet", lambda t: t.replace('type = "stdout"', 'type = "mqtt"'),
+     "outputs[0].type", "serial"),
+    ("serial without port", lambda t: t + SERIAL.replace('port = "loop://"\n', ""),
+     "outputs[1].port", "/dev/ttyUSB0"),
+    ("serial unknown key", lambda t: t + SERIAL + "baud = 9600\n", "outputs[1].baud", "spelling"),
+    ("serial jsonl key", lambda t: t + SERIAL + 'path = "x.jsonl"\n', "outputs[1].path", "spelling"),
+    ("serial unknown url", lambda t: t + SERIAL.replace("loop://", "ftp://host"),
+     "outputs[1].port", "socket://host:port"),
+    ("serial socket without port", lambda t: t + SERIAL.replace("loop://", "socket://plc"),
+     "outputs[1].port", "socket://HOST:PORT"),
+    ("serial baudrate", lambda t: t + SERIAL + "baudrate = 0\n", "outputs[1].baudrate", "at least 50"),
+    ("serial baudrate too high", lambda t: t + SERIAL + "baudrate = 5000000\n", "outputs[1].baudrate",
+     "at most 4000000"),
+    ("serial baudrate type", lambda t: t + SERIAL + 'baudrate = "fast"\n', "outputs[1].baudrate",
+     "whole number"),
+    ("serial on_missing", lambda t: t + SERIAL + 'on_missing = "retry"\n', "outputs[1].on_missing",
+     "'wait'"),
+    ("serial heartbeat too fast", lambda t: t + SERIAL + "heartbeat_ms = 1\n",
+     "outputs[1].heartbeat_ms", "at least 10"),
+    ("serial write timeout", lambda t: t + SERIAL + "write_timeout_ms = 0\n",
+     "outputs[1].write_timeout_ms", "at least 1"),
+    ("serial ack not bool", lambda t: t + SERIAL + 'ack = "yes"\n', "outputs[1].ack", "true or false"),
+    ("serial retries without ack", lambda t: t + SERIAL + "ack_retries = 3\n",
+     "outputs[1].ack_retries", "ack = true"),
+    ("serial negative retries", lambda t: t + SERIAL + "ack = true\nack_retries = -1\n",
+     "outputs[1].ack_retries", "at least 0"),
+    ("serial miss streak", lambda t: t + SERIAL + "miss_streak = 1.5\n", "outputs[1].miss_streak",
+     "whole number"),
+    ("serial queue", lambda t: t + SERIAL + "queue = 0\n", "outputs[1].queue", "at least 1"),
+    ("serial reopen backoff", lambda t: t + SERIAL + "reopen_initial_s = 5\nreopen_max_s = 1\n",
+     "outputs[1].reopen_max_s", "raise it"),
+    ("serial port twice", lambda t: t + SERIAL.replace("loop://", "/dev/ttyS0")
+     + SERIAL.replace("loop://", "/dev/ttyS0"), "outputs[2].port", "its own port"),
+    ("serial action too long", lambda t: t.replace('action = "reject"', 'action = "' + "r" * 33 + '"')
+     + SERIAL, "rules[0].action", "at most 32"),
+    ("serial safe action too long", lambda t: t.replace('action = "stop"', 'action = "' + "é" * 17 + '"')
+     + SERIAL, "fail_safe.action", "at most 32"),
 ]
 
 

@@ -2,7 +2,8 @@
 
 from edgert.config.load import load_config
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, Line, ModelConfig,
-                                 OutputConfig, Rule, RuntimeConfig, SourceConfig, Zone)
+                                 OutputConfig, Rule, RuntimeConfig, SerialConfig, SourceConfig,
+                                 Zone)
 
 __all__ = ["load_config", "Config", "FailSafeConfig", "InputConfig", "Line", "ModelConfig",
-           "OutputConfig", "Rule", "RuntimeConfig", "SourceConfig", "Zone"]
+           "OutputConfig", "Rule", "RuntimeConfig", "SerialConfig", "SourceConfig", "Zone"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
                                  ModelConfig, OutputConfig, Rule, RuntimeConfig, Rung,
-                                 SourceConfig, Zone)
+                                 SerialConfig, SourceConfig, Zone)
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -20,8 +20,8 @@ else:  # pragma: no cover - JetPack 6 ships Python 3.10
 FAMILIES = ("yolov8", "yolov5", "yolox", "ssd", "classify")
 PROVIDERS = ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "qnn", "coreml", "xnnpack",
              "acl", "armnn", "dml", "cpu")
-OUTPUT_TYPES = ("stdout", "jsonl")
-LATER_OUTPUTS = ("mqtt", "serial")
+OUTPUT_TYPES = ("stdout", "jsonl", "serial")
+LATER_OUTPUTS = ("mqtt",)
 _NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "tcp://")
 
 
@@ -47,6 +47,7 @@ def load_config(path: str | Path) -> Config:
     outputs = tuple(_output(s) for s in top.tables("outputs"))
     top.done()
     _cross_check(top, zones, lines, rules, model, outputs)
+    _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
                   fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, outputs=outputs)
 
@@ -322,9 +323,13 @@ def _output(s: Section) -> OutputConfig:
     kind = s.str("type")
     if kind in LATER_OUTPUTS:
         raise s.error("type", f"is {kind!r}, which this version of edgert does not have yet",
-                      "use stdout or jsonl for now")
+                      "use stdout, jsonl or serial for now")
     if kind not in OUTPUT_TYPES:
         raise s.error("type", f"is {kind!r}", "use one of " + ", ".join(map(repr, OUTPUT_TYPES)))
+    if kind == "serial":
+        cfg = OutputConfig(type=kind, serial=_serial(s))
+        s.done()
+        return cfg
     path = None
     if kind == "jsonl":
         path = s.path("path", must_exist=False, fix='add path = "decisions.jsonl"')
@@ -336,6 +341,53 @@ def _output(s: Section) -> OutputConfig:
                        flush_every=s.number("flush_every", 1, lo=1, hi=100000, integer=True))
     s.done()
     return cfg
+
+
+def _serial(s: Section) -> SerialConfig:
+    port = s.str("port", fix='add port = "/dev/ttyUSB0" (or loop://, socket://host:port)')
+    if "://" in port:
+        _check_serial_url(s, port)
+    else:   # a device path; relative paths start at the config file, like every other path.
+        # Not resolved: a /dev/serial/by-id/ link must be followed again at every reopen.
+        port = str((s.file.parent / Path(port).expanduser()).absolute())
+    cfg = SerialConfig(
+        port=port,
+        baudrate=s.number("baudrate", 115200, lo=50, integer=True),
+        write_timeout_ms=s.number("write_timeout_ms", 100.0, lo=1.0, hi=60_000.0),
+        heartbeat_ms=s.number("heartbeat_ms", 250.0, lo=10.0, hi=600_000.0),
+        ack=s.bool("ack", False),
+        ack_timeout_ms=s.number("ack_timeout_ms", 50.0, lo=1.0, hi=60_000.0),
+        ack_retries=s.number("ack_retries", 2, lo=0, hi=100, integer=True),
+        miss_streak=s.number("miss_streak", 5, lo=0, hi=1_000_000, integer=True),
+        on_missing=s.str("on_missing", "wait", choices=("wait", "fail")),
+        queue=s.number("queue", 16, lo=1, hi=10_000, integer=True),
+        reopen_initial_s=s.number("reopen_initial_s", 0.1, lo=0.01, hi=600.0),
+        reopen_max_s=s.number("reopen_max_s", 2.0, lo=0.01, hi=3600.0))
+    if cfg.baudrate > 4_000_000:   # the reader would print the bound as 4e+06
+        raise s.error("baudrate", f"is {cfg.baudrate}", "it must be at most 4000000")
+    if not cfg.ack:
+        for key in ("ack_timeout_ms", "ack_retries"):
+            if s.has(key):
+                raise s.error(key, "is set, but ack is false", "set ack = true or remove it")
+    if cfg.reopen_max_s < cfg.reopen_initial_s:
+        raise s.error("reopen_max_s", f"({cfg.reopen_max_s:g}) is below reopen_initial_s "
+                      f"({cfg.reopen_initial_s:g})", "raise it or lower reopen_initial_s")
+    return cfg
+
+
+def _check_serial_url(s: Section, port: str) -> None:
+    """A URL pyserial cannot parse would otherwise fail only when the port is first opened."""
+    import serial   # only for configs that use a serial output
+
+    try:
+        serial.serial_for_url(port, do_not_open=True)
+    except ValueError as e:
+        raise s.error("port", f"is {port!r}, which pyserial cannot open ({e})",
+                      "use a device path such as /dev/ttyUSB0, loop:// or socket://host:port") from None
+    if port.startswith("socket://"):
+        m = re.fullmatch(r"socket://(\[[0-9A-Fa-f:.]+\]|[^:/?\[\]]+):(\d+)/?(\?.*)?", port)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise s.error("port", f"is {port!r}", "write socket://HOST:PORT with a port from 1 to 65535")
 
 
 def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
@@ -362,3 +414,25 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
                           "give each its own path")
     if sum(o.type == "stdout" for o in outputs) > 1:
         raise ConfigError(str(top.file), "outputs", "has stdout twice", "keep one")
+
+
+def _check_serial(fail_safe: FailSafeConfig, rules, outputs, file: str) -> None:
+    """A serial frame carries the action in at most ACTION_MAX bytes, and a port takes one writer."""
+    from edgert.publish.serial_frame import ACTION_MAX
+
+    serial = [(i, o.serial) for i, o in enumerate(outputs) if o.serial is not None]
+    if not serial:
+        return
+    ports: dict[str, int] = {}
+    for i, cfg in serial:
+        if cfg.port in ports and not cfg.port.startswith("loop://"):
+            raise ConfigError(file, f"outputs[{i}].port", f"is {cfg.port!r}, which "
+                              f"outputs[{ports[cfg.port]}] already writes", "give each its own port")
+        ports[cfg.port] = i
+    actions = [(f"rules[{i}].action", r.action) for i, r in enumerate(rules)]
+    for key, action in actions + [("fail_safe.action", fail_safe.action)]:
+        size = len(action.encode("utf-8"))
+        if size > ACTION_MAX:
+            raise ConfigError(file, key, f"is {size} bytes long, but a serial frame "
+                              f"(outputs[{serial[0][0]}]) carries at most {ACTION_MAX}",
+                              "shorten it")

@@ -131,12 +131,31 @@ class FailSafeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialConfig:
+    """A serial actuator link ([[outputs]] type = "serial"); the frame is in docs/serial.md."""
+
+    port: str                          # a device path (absolute) or a pyserial URL
+    baudrate: int = 115200
+    write_timeout_ms: float = 100.0    # a write the device does not take in this long is given up
+    heartbeat_ms: float = 250.0        # idle this long, the writer sends a heartbeat frame
+    ack: bool = False                  # decision and safe_state frames ask the actuator for an ack
+    ack_timeout_ms: float = 50.0       # ack: wait this long before sending the frame again
+    ack_retries: int = 2               # ack: resends, unless a newer frame is waiting
+    miss_streak: int = 5               # non-ok records in a row that send a safe_state; 0: never
+    on_missing: str = "wait"           # wait | fail: the device cannot be opened at start
+    queue: int = 16                    # frames waiting for the line; the oldest is dropped when full
+    reopen_initial_s: float = 0.1      # reopen backoff after the port fails: doubles to reopen_max_s
+    reopen_max_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class OutputConfig:
     """One configured output ([[outputs]])."""
 
-    type: str                          # stdout | jsonl
+    type: str                          # stdout | jsonl | serial
     path: Path | None = None           # jsonl
     flush_every: int = 1               # jsonl: flush after this many records
+    serial: SerialConfig | None = None  # serial
 
 
 @dataclass(frozen=True, slots=True)

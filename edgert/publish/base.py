@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 log = logging.getLogger("edgert.publish")
 
@@ -18,6 +18,13 @@ class Output(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class SafeStateOutput(Output, Protocol):
+    """An output that can command a safe state (serial); `Publisher.safe_state` finds it."""
+
+    def safe_state(self, reason: str) -> None:
+        """Send the configured safe action now (`reason`: "source_lost", …); never blocks."""
 
 
 class Publisher:
@@ -43,6 +50,27 @@ class Publisher:
                 if self.failures[out.name] == 1 or self.failures[out.name] % 1000 == 0:
                     log.warning("output %s failed (%d so far): %s", out.name,
                                 self.failures[out.name], e)
+
+    def safe_state(self, reason: str) -> None:
+        """Ask every output that has a safe state (serial) to command it; the others carry
+        only records. Failures are counted and logged like a failed publish."""
+        for out in self.outputs:
+            command = getattr(out, "safe_state", None)
+            if command is None:
+                continue
+            try:
+                command(reason)
+            except (OSError, ValueError) as e:
+                self.failures[out.name] += 1
+                log.warning("output %s failed to send a safe state (%s): %s", out.name, reason, e)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per output: failed sends, and the output's own counters where it keeps some."""
+        out: dict[str, dict[str, Any]] = {}
+        for o in self.outputs:
+            own = getattr(o, "stats", None)
+            out[o.name] = {"failures": self.failures[o.name], **(own() if own else {})}
+        return out
 
     def flush(self) -> None:
         for out in self.outputs:
