@@ -265,9 +265,10 @@ class Runtime:
                                             outcome.rule, dets)
                 record = decision.to_record()
                 line = self.publisher.serialize(record)
-                if t.deadline.expired():
-                    # Claimed in time, but the record is not out and the deadline has passed
-                    # (a host stall): it goes out as an overrun, never as a late `ok`.
+                if t.deadline.remaining() < SEND_MARGIN_S:
+                    # Claimed in time, but building the record took longer than expected (a
+                    # stall, the GIL held elsewhere): too close to the deadline to be sure the
+                    # bytes are out before it, so it goes out as an overrun, never a late `ok`.
                     pipeline.rules.retract()
                     return records.overrun(t, "deadline", "publish", result.latency_ms)
                 records.send(decision, record, line)

@@ -8,7 +8,9 @@
    run is busy on both cores when its deadline comes and the guard publishes the fail-safe.
    Lateness is measured by the observer (tools/observe.py) on receipt: receive time minus
    `captured_at + deadline_ms`, for the guard's records (`cause = "deadline"`).
-2. Miss rate at budget = 1.5 × the demo model's median inference (measured here first), the
+2. Miss rate at budget = 1.5 × the demo model's median inference (measured here first, bare
+   runs paced at 30 fps; the share of those bare runs over the budget is a floor no loop can
+   beat), the
    demo config with `latest` frames from a 30 fps `pattern:` source at the clip's size, over
    at least --miss-frames frames.
 
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,12 +71,35 @@ def median_ms(path: Path, x: np.ndarray, runs: int = 15) -> float:
     return statistics.median(runner.run(x).seconds for _ in range(runs)) * 1e3
 
 
+def paced_runs(path: Path, x: np.ndarray, runs: int = 600) -> np.ndarray:
+    """Bare `session.run` times (ms), one run every 1/30 s like the frames."""
+    session, info = load_model(path, RuntimeConfig())
+    runner = InferenceRunner(session, info.input_name)
+    runner.run(x)
+    times = []
+    for _ in range(runs):
+        times.append(runner.run(x).seconds * 1e3)
+        time.sleep(max(0.0, 1 / 30 - times[-1] / 1e3))
+    return np.asarray(times)
+
+
 def pct(v: list[float] | np.ndarray) -> dict[str, float]:
     a = np.asarray(v, np.float64)
     if not a.size:
         return {}
     return {"p50": round(float(np.percentile(a, 50)), 3), "p99": round(float(np.percentile(a, 99)), 3),
             "max": round(float(a.max()), 3), "n": int(a.size)}
+
+
+def late_ok_details(obs) -> list[dict]:
+    """For each `ok` record that arrived late: by how much, and how early it was decided."""
+    out = []
+    for r, got in zip(obs.records, obs.received):
+        deadline = r["captured_at"] + r["deadline_ms"] / 1e3
+        if r["status"] == "ok" and got > deadline:
+            out.append({"seq": r["seq"], "late_ms": round((got - deadline) * 1e3, 3),
+                        "decided_before_ms": round((deadline - r["decided_at"]) * 1e3, 3)})
+    return out
 
 
 def summary_of(stderr: str) -> dict:
@@ -108,7 +134,8 @@ def lateness_under_saturation(work: Path, frames: int, hogs: int) -> dict:
     return {
         "model_ms": {"light": round(light, 3), "heavy": round(heavy, 3)}, "budget_ms": round(budget, 3),
         "hogs": hogs, "records": len(obs.records), "observer_realtime": obs.realtime,
-        "guard": s.get("guard"), "ok_late": obs.late("ok"),
+        "guard": s.get("guard"), "ok_late": obs.late("ok"), "ok_late_in_process": s.get("late_ok"),
+        "late_ok_records": late_ok_details(obs),
         "fail_safe_at_deadline": len(by_guard),
         "lateness_observed_ms": pct(late),
         "lateness_in_process_ms": pct([r["late_ms"] for r, _ in by_guard if "late_ms" in r]),
@@ -127,8 +154,15 @@ def miss_rate(work: Path, frames: int) -> dict:
     cfg = load_config(demo)
     pre = ReferencePreprocessor(cfg.model.input, (320, 320), np.float32)
     tensor, _ = pre(Frame(0, image, 0.0, 0.0))
-    median = median_ms(cfg.model.path, tensor.copy(), runs=31)
+    # The median of runs paced like the frames (30 fps), not back to back: on this VM a
+    # model run once every 33 ms takes ~1.5× as long as the same model run back to back
+    # (idle vCPUs and onnxruntime's sleeping pool threads wake slowly).
+    paced = paced_runs(cfg.model.path, tensor.copy())
+    median = float(np.median(paced))
     budget = 1.5 * median
+    floor = {"runs": len(paced), "back_to_back_p50": round(median_ms(cfg.model.path, tensor.copy()), 3),
+             "paced_p50": round(median, 3), "paced_p99": round(float(np.percentile(paced, 99)), 3),
+             "over_budget": round(float((paced > budget).mean()), 4)}
     text = demo.read_text()
     text = text.replace("budget_ms = 100", f"budget_ms = {budget:.3f}")
     # A 30 fps live source of the clip's size (the clip itself is 15 fps): the demo model's cost
@@ -145,10 +179,12 @@ def miss_rate(work: Path, frames: int) -> dict:
     n = len(obs.records)
     missed = [r for r in obs.records if r["status"] != "ok"]
     s = summary_of(obs.stderr)
-    return {"median_inference_ms": round(median, 3), "budget_ms": round(budget, 3), "records": n,
+    return {"median_inference_ms": round(median, 3), "budget_ms": round(budget, 3),
+            "bare_runs": floor, "records": n,
             "missed": len(missed), "miss_rate": round(len(missed) / max(n, 1), 5),
             "causes": dict(Counter(f"{r.get('stage')}/{r.get('cause')}" for r in missed)),
-            "ok_late": obs.late("ok"), "source": s.get("source"),
+            "ok_late": obs.late("ok"), "ok_late_in_process": s.get("late_ok"),
+            "late_ok_records": late_ok_details(obs), "source": s.get("source"),
             "total_ms": s.get("latency_ms", {}).get("total")}
 
 
