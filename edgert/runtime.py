@@ -71,7 +71,13 @@ def make_output(cfg: Config, index: int) -> Output:
         except (OSError, ValueError) as e:   # serial.SerialException is an OSError
             problem, fix = open_failure(out.serial, e)
             raise ConfigError(str(cfg.file), f"outputs[{index}].port", problem, fix) from None
-    return StdoutOutput()   # validation admits only stdout, jsonl and serial
+    if out.type == "mqtt" and out.mqtt is not None:
+        from edgert.publish.mqtt import MqttOutput, SetupError   # loads paho and sqlite3
+        try:
+            return MqttOutput.open(out.mqtt, f"mqtt:{out.mqtt.host}:{out.mqtt.port}", cfg.device_id)
+        except SetupError as e:
+            raise ConfigError(str(cfg.file), f"outputs[{index}].{e.key}", e.problem, e.fix) from None
+    return StdoutOutput()   # validation admits only stdout, jsonl, serial and mqtt
 
 
 def expected_frame_hw(cfg: Config) -> tuple[int, int]:

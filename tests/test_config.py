@@ -65,6 +65,7 @@ def test_good_config_loads_into_frozen_values(workdir: Path) -> None:
 
 
 SERIAL = '\n[[outputs]]\ntype = "serial"\nport = "loop://"\n'
+MQTT = '\n[[outputs]]\ntype = "mqtt"\nhost = "127.0.0.1"\nqueue_path = "q.sqlite"\n'
 
 # (name, edit to GOOD, the dotted key the message must name, a word of the fix)
 BAD = [
@@ -126,8 +127,37 @@ BAD = [
     ("ladder headroom", lambda t: t.replace(
         "budget_ms = 200", 'budget_ms = 200\n[runtime.ladder]\nheadroom = 1.5'),
      "runtime.ladder.headroom", "at most 1"),
-    ("mqtt not yet", lambda t: t.replace('type = "stdout"', 'type = "mqtt"'),
-     "outputs[0].type", "serial"),
+    ("mqtt without host", lambda t: t + MQTT.replace('host = "127.0.0.1"\n', ""),
+     "outputs[1].host", "add host"),
+    ("mqtt host with port", lambda t: t + MQTT.replace("127.0.0.1", "broker:1883"),
+     "outputs[1].host", "goes in port"),
+    ("mqtt unknown key", lambda t: t + MQTT + "qos = 1\n", "outputs[1].qos", "spelling"),
+    ("mqtt port", lambda t: t + MQTT + "port = 70000\n", "outputs[1].port", "at most 65535"),
+    ("mqtt qos", lambda t: t + MQTT + "decision_qos = 3\n", "outputs[1].decision_qos", "at most 2"),
+    ("mqtt protocol", lambda t: t + MQTT + 'protocol = "3.1"\n', "outputs[1].protocol", "'5'"),
+    ("mqtt keepalive", lambda t: t + MQTT + "keepalive = 0\n", "outputs[1].keepalive", "at least 5"),
+    ("mqtt prefix wildcard", lambda t: t + MQTT + 'prefix = "plant/#"\n', "outputs[1].prefix",
+     "wildcards"),
+    ("mqtt queue folder", lambda t: t + MQTT.replace('"q.sqlite"', '"nowhere/q.sqlite"'),
+     "outputs[1].queue_path", "create the folder"),
+    ("mqtt queue_max", lambda t: t + MQTT + "queue_max = 0\n", "outputs[1].queue_max", "at least 1"),
+    ("mqtt max_rate", lambda t: t + MQTT + "max_rate = 0\n", "outputs[1].max_rate", "at least 1"),
+    ("mqtt backoff", lambda t: t + MQTT + "reconnect_min_s = 5\nreconnect_max_s = 1\n",
+     "outputs[1].reconnect_max_s", "raise it"),
+    ("mqtt ca missing", lambda t: t + MQTT + 'ca_file = "ca.pem"\n', "outputs[1].ca_file",
+     "fix the path"),
+    ("mqtt tls key without tls", lambda t: t + MQTT + "tls_verify = false\n",
+     "outputs[1].tls_verify", "tls = true"),
+    ("mqtt cert without key", lambda t: t + MQTT + 'cert_file = "labels.txt"\n',
+     "outputs[1].key_file", "both"),
+    ("mqtt password without user", lambda t: t + MQTT + 'password = "s3cret"\n',
+     "outputs[1].password", "add username"),
+    ("mqtt two passwords", lambda t: t + MQTT + 'username = "u"\npassword = "p"\n'
+     'password_env = "X"\n', "outputs[1].password_env", "only one"),
+    ("mqtt password env unset", lambda t: t + MQTT + 'username = "u"\n'
+     'password_env = "EDGERT_TEST_UNSET_VAR"\n', "outputs[1].password_env", "Environment="),
+    ("mqtt password file missing", lambda t: t + MQTT + 'username = "u"\n'
+     'password_file = "secret.txt"\n', "outputs[1].password_file", "fix the path"),
     ("serial without port", lambda t: t + SERIAL.replace('port = "loop://"\n', ""),
      "outputs[1].port", "/dev/ttyUSB0"),
     ("serial unknown key", lambda t: t + SERIAL + "baud = 9600\n", "outputs[1].baud", "spelling"),
@@ -276,3 +306,21 @@ def test_a_fault_in_model_toml_names_model_toml(workdir: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(write_config(workdir / "device.toml", GOOD))
     assert str(workdir / "model.toml") in str(err.value) and "model.conf" in str(err.value)
+
+
+def test_mqtt_defaults_follow_the_device_id_and_hide_the_password(workdir: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(workdir))
+    monkeypatch.setenv("EDGERT_TEST_MQTT_PW", "s3cret-from-env")
+    text = GOOD + MQTT.replace('queue_path = "q.sqlite"\n', "") + (
+        'username = "edge"\npassword_env = "EDGERT_TEST_MQTT_PW"\n')
+    cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
+    assert cfg is not None
+    assert cfg.client_id == "edgert-test-cam" and cfg.prefix == "edgert/test-cam/"
+    assert cfg.queue_path == workdir.resolve() / "mqtt-test-cam.sqlite"
+    assert (cfg.port, cfg.decision_qos, cfg.protocol, cfg.tls) == (1883, 1, "3.1.1", False)
+    assert cfg.password == "s3cret-from-env" and "s3cret" not in repr(cfg)
+    (workdir / "pw.txt").write_text("from-file\n")
+    text = GOOD + MQTT + 'prefix = "plant/a"\nusername = "u"\npassword_file = "pw.txt"\ntls = true\n'
+    cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
+    assert cfg.prefix == "plant/a/" and cfg.password == "from-file" and cfg.port == 8883

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
 
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
-                                 ModelConfig, OutputConfig, Rule, RuntimeConfig, Rung,
-                                 SerialConfig, SourceConfig, Zone)
+                                 ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
+                                 Rung, SerialConfig, SourceConfig, Zone)
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -20,8 +21,7 @@ else:  # pragma: no cover - JetPack 6 ships Python 3.10
 FAMILIES = ("yolov8", "yolov5", "yolox", "ssd", "classify")
 PROVIDERS = ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "qnn", "coreml", "xnnpack",
              "acl", "armnn", "dml", "cpu")
-OUTPUT_TYPES = ("stdout", "jsonl", "serial")
-LATER_OUTPUTS = ("mqtt",)
+OUTPUT_TYPES = ("stdout", "jsonl", "serial", "mqtt")
 _NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "tcp://")
 
 
@@ -44,7 +44,7 @@ def load_config(path: str | Path) -> Config:
     lines = tuple(_line(s) for s in top.tables("lines"))
     rules = tuple(_rule(s) for s in top.tables("rules"))
     fail_safe = _fail_safe(top.table_("fail_safe"))
-    outputs = tuple(_output(s) for s in top.tables("outputs"))
+    outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
     top.done()
     _cross_check(top, zones, lines, rules, model, outputs)
     _check_serial(fail_safe, rules, outputs, str(file))
@@ -319,15 +319,16 @@ def _fail_safe(s: Section) -> FailSafeConfig:
     return cfg
 
 
-def _output(s: Section) -> OutputConfig:
+def _output(s: Section, device_id: str) -> OutputConfig:
     kind = s.str("type")
-    if kind in LATER_OUTPUTS:
-        raise s.error("type", f"is {kind!r}, which this version of edgert does not have yet",
-                      "use stdout, jsonl or serial for now")
     if kind not in OUTPUT_TYPES:
         raise s.error("type", f"is {kind!r}", "use one of " + ", ".join(map(repr, OUTPUT_TYPES)))
     if kind == "serial":
         cfg = OutputConfig(type=kind, serial=_serial(s))
+        s.done()
+        return cfg
+    if kind == "mqtt":
+        cfg = OutputConfig(type=kind, mqtt=_mqtt(s, device_id))
         s.done()
         return cfg
     path = None
@@ -373,6 +374,108 @@ def _serial(s: Section) -> SerialConfig:
         raise s.error("reopen_max_s", f"({cfg.reopen_max_s:g}) is below reopen_initial_s "
                       f"({cfg.reopen_initial_s:g})", "raise it or lower reopen_initial_s")
     return cfg
+
+
+def _mqtt(s: Section, device_id: str) -> MqttConfig:
+    host = s.str("host", fix='add host = "127.0.0.1" (the broker\'s name or address)')
+    if any(c in host for c in "/: ") and not host.startswith("["):
+        raise s.error("host", f"is {host!r}", "give a host name or address only; the port goes "
+                      "in port")
+    prefix = s.str("prefix", f"edgert/{device_id}/")
+    if "+" in prefix or "#" in prefix or "\0" in prefix:
+        raise s.error("prefix", f"is {prefix!r}", "remove the wildcards + and # from it")
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    client_id = s.str("client_id", f"edgert-{device_id}")
+    if len(client_id.encode("utf-8")) > 65535:
+        raise s.error("client_id", "is too long", "shorten it (23 characters suit every broker)")
+    tls_files = {k: s.path(k, None, fix="fix the path (relative paths start at the config file)")
+                 for k in ("ca_file", "cert_file", "key_file")}
+    for key, path in tls_files.items():
+        if path is not None:
+            _check_readable(s, key, path)
+    tls = s.bool("tls", any(p is not None for p in tls_files.values()))
+    if not tls:
+        for key in ("ca_file", "cert_file", "key_file", "tls_verify"):
+            if s.has(key):
+                raise s.error(key, "is set, but tls is false", "set tls = true or remove it")
+    if (tls_files["cert_file"] is None) != (tls_files["key_file"] is None):
+        missing = "key_file" if tls_files["key_file"] is None else "cert_file"
+        raise s.error(missing, "is missing, but a client certificate needs both cert_file and "
+                      "key_file", "add it or remove the other")
+    username, password = _mqtt_credentials(s)
+    cfg = MqttConfig(
+        host=host, client_id=client_id, prefix=prefix,
+        queue_path=_queue_path(s, device_id),
+        port=s.number("port", 8883 if tls else 1883, lo=1, hi=65535, integer=True),
+        decision_qos=s.number("decision_qos", 1, lo=0, hi=2, integer=True),
+        event_qos=s.number("event_qos", 1, lo=0, hi=2, integer=True),
+        keepalive_s=s.number("keepalive", 30, lo=5, hi=65535, integer=True),
+        protocol=s.str("protocol", "3.1.1", choices=("3.1.1", "5")),
+        queue_max=s.number("queue_max", 100_000, lo=1, hi=100_000_000, integer=True),
+        queue_sync=s.str("queue_sync", "full", choices=("full", "normal")),
+        max_rate=s.number("max_rate", 200.0, lo=1.0, hi=1_000_000.0),
+        inflight=s.number("inflight", 64, lo=1, hi=1000, integer=True),
+        reconnect_min_s=s.number("reconnect_min_s", 0.5, lo=0.05, hi=600.0),
+        reconnect_max_s=s.number("reconnect_max_s", 30.0, lo=0.05, hi=3600.0),
+        close_timeout_s=s.number("close_timeout_s", 2.0, lo=0.0, hi=600.0),
+        tls=tls, tls_verify=s.bool("tls_verify", True), **tls_files,
+        username=username, password=password)
+    if cfg.reconnect_max_s < cfg.reconnect_min_s:
+        raise s.error("reconnect_max_s", f"({cfg.reconnect_max_s:g}) is below reconnect_min_s "
+                      f"({cfg.reconnect_min_s:g})", "raise it or lower reconnect_min_s")
+    return cfg
+
+
+def _queue_path(s: Section, device_id: str) -> Path:
+    """Where the store-and-forward queue lives: queue_path, else systemd's StateDirectory
+    (/var/lib/edgert under the shipped unit), else the working directory."""
+    path = s.path("queue_path", None, must_exist=False)
+    if path is None:
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        path = Path(state or os.getcwd()).resolve() / f"mqtt-{device_id}.sqlite"
+        if not path.parent.is_dir():
+            raise s.error("queue_path", f"defaults to {path}, whose folder does not exist",
+                          "set queue_path to a file in a writable folder")
+        return path
+    if not path.parent.is_dir():
+        raise s.error("queue_path", f"is in {path.parent}, which does not exist", "create the folder")
+    if path.is_dir():
+        raise s.error("queue_path", f"names {path}, which is a folder", "name a file in it")
+    return path
+
+
+def _check_readable(s: Section, key: str, path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise s.error(key, f"names {path}, which cannot be read ({e.strerror})",
+                      "let the service user read it (or fix the path)") from None
+
+
+def _mqtt_credentials(s: Section) -> tuple[str | None, str | None]:
+    """username, and its password from password, password_env or password_file (at most one)."""
+    username = s.str("username", None)
+    given = [k for k in ("password", "password_env", "password_file") if s.has(k)]
+    if len(given) > 1:
+        raise s.error(given[1], f"is set together with {given[0]}", "keep only one of them")
+    if given and username is None:
+        raise s.error(given[0], "is set, but username is missing", "add username")
+    if not given:
+        return username, None
+    key = given[0]
+    if key == "password":
+        return username, s.str("password")
+    if key == "password_env":
+        name = s.str("password_env")
+        value = os.environ.get(name)
+        if value is None:   # the name is not a secret; the value is never shown
+            raise s.error(key, f"names the environment variable {name!r}, which is not set",
+                          "set it for the service (systemd: Environment= or EnvironmentFile=)")
+        return username, value
+    path = s.path("password_file")
+    _check_readable(s, key, path)
+    return username, path.read_text(encoding="utf-8").rstrip("\r\n")
 
 
 def _check_serial_url(s: Section, port: str) -> None:

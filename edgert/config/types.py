@@ -149,13 +149,43 @@ class SerialConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """An MQTT broker ([[outputs]] type = "mqtt"); topics and delivery are in docs/mqtt.md."""
+
+    host: str
+    client_id: str                     # default edgert-<device_id>
+    prefix: str                        # topic prefix, ends with "/"; default edgert/<device_id>/
+    queue_path: Path                   # the on-disk store-and-forward queue (SQLite)
+    port: int = 1883                   # 8883 by default with TLS
+    decision_qos: int = 1              # 0: not queued on disk, dropped while disconnected
+    event_qos: int = 1
+    keepalive_s: int = 30              # a silent connection is probed; dead after about 1.5x this
+    protocol: str = "3.1.1"            # 3.1.1 | 5
+    queue_max: int = 100_000           # rows on disk; beyond, the oldest are dropped and counted
+    queue_sync: str = "full"           # full | normal: SQLite synchronous, see publish/mqtt_store.py
+    max_rate: float = 200.0            # messages/s from the queue to the broker (backlog drain)
+    inflight: int = 64                 # QoS>=1 messages sent but not yet acknowledged
+    reconnect_min_s: float = 0.5       # backoff doubles from here to reconnect_max_s, with jitter
+    reconnect_max_s: float = 30.0
+    close_timeout_s: float = 2.0       # at shutdown, time to deliver the queue before leaving it on disk
+    tls: bool = False
+    ca_file: Path | None = None        # None with tls: the system's CAs
+    cert_file: Path | None = None      # client certificate and key, both or neither
+    key_file: Path | None = None
+    tls_verify: bool = True            # check the broker's certificate and host name
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)   # never logged
+
+
+@dataclass(frozen=True, slots=True)
 class OutputConfig:
     """One configured output ([[outputs]])."""
 
-    type: str                          # stdout | jsonl | serial
+    type: str                          # stdout | jsonl | serial | mqtt
     path: Path | None = None           # jsonl
     flush_every: int = 1               # jsonl: flush after this many records
     serial: SerialConfig | None = None  # serial
+    mqtt: MqttConfig | None = None     # mqtt
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,232 @@
+"""Decisions and events to an MQTT broker, with a retained status and a Last Will (docs/mqtt.md).
+
+`send` only appends to the forwarder's hand-off (publish/mqtt_forward.py), so it returns in
+microseconds whether the broker is up, down or half-open. paho's network loop runs on its
+own thread (loop_start): it connects, reconnects with jittered exponential backoff, pings
+through keepalive, and reports PUBACKs that let the forwarder delete rows from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edgert.config.types import MqttConfig
+from edgert.deadline import wall
+from edgert.publish.mqtt_forward import Forwarder
+from edgert.publish.mqtt_store import Store, StoreLocked
+
+log = logging.getLogger("edgert.publish")
+
+STATUS_QOS = 1
+STATUS_EVERY_S = 5.0       # a changed drop count is republished at most this often
+OFFLINE_WAIT_S = 1.0       # at close, for the broker to take the offline status
+
+
+class SetupError(Exception):
+    """The output cannot start as configured: the dotted key (under the output), what, the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        super().__init__(f"{key} {problem}; {fix}")
+        self.key, self.problem, self.fix = key, problem, fix
+
+
+def make_client(cfg: MqttConfig, will: bytes) -> mqtt.Client:
+    """A paho client configured but not connected; raises SetupError for unusable TLS files."""
+    v5 = cfg.protocol == "5"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                         **({} if v5 else {"clean_session": True}))
+    # The disk queue is the session state that matters; paho only holds what is in flight.
+    client.max_inflight_messages_set(cfg.inflight + 8)   # + status messages
+    client.will_set(cfg.prefix + "status", will, qos=STATUS_QOS, retain=True)
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password)
+    if cfg.tls:
+        _check_tls_files(cfg)
+        client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                       keyfile=str(cfg.key_file) if cfg.key_file else None,
+                       cert_reqs=ssl.CERT_REQUIRED if cfg.tls_verify else ssl.CERT_NONE)
+        client.tls_insecure_set(not cfg.tls_verify)
+    return client
+
+
+def _check_tls_files(cfg: MqttConfig) -> None:
+    """Load each file once here, so a bad one is named at start rather than at every reconnect."""
+    ctx = ssl.create_default_context()
+    fix = "give PEM files: the CA certificate, and the client certificate with its unencrypted key"
+    if cfg.ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        except (OSError, ValueError) as e:   # ssl.SSLError is an OSError
+            raise SetupError("ca_file", f"({cfg.ca_file}) cannot be used for TLS ({_why(e)})",
+                             fix) from None
+    if cfg.cert_file is not None:
+        try:
+            ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None,
+                                password=lambda: b"")   # an encrypted key fails, never prompts
+        except (OSError, ValueError) as e:
+            raise SetupError("cert_file", f"({cfg.cert_file}) and key_file ({cfg.key_file}) "
+                             f"cannot be used for TLS ({_why(e)})", fix) from None
+
+
+def _why(e: Exception) -> str:
+    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
+
+
+class MqttOutput:
+    """Records on `<prefix>decision` and `<prefix>event`; `<prefix>status` online/offline."""
+
+    def __init__(self, cfg: MqttConfig, name: str, device_id: str, client: mqtt.Client,
+                 store: Store) -> None:
+        self.cfg, self.name, self.device_id, self.client = cfg, name, device_id, client
+        self.forwarder = Forwarder(name, cfg, client, store, self._tick)
+        self._decision, self._event = cfg.prefix + "decision", cfg.prefix + "event"
+        self._status = cfg.prefix + "status"
+        self._lock = threading.Lock()
+        self._attempts = 0          # failed connection attempts in a row, for the backoff
+        self._connects = 0
+        self._down_logged = False
+        self._since = wall()
+        self._status_at = 0.0
+        self._status_drops = 0
+        self._closed = False
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._next_delay()
+
+    @classmethod
+    def open(cls, cfg: MqttConfig, name: str, device_id: str) -> MqttOutput:
+        """Open the disk queue, start the forwarder and paho's loop; an unreachable broker is
+        not an error (it is retried). Raises SetupError for what retrying cannot fix."""
+        will = json.dumps({"state": "offline", "device_id": device_id, "reason": "lost"}).encode()
+        client = make_client(cfg, will)
+        try:
+            store = Store.open(cfg.queue_path, cfg.queue_max, cfg.queue_sync)
+        except StoreLocked:
+            raise SetupError("queue_path", f"is {cfg.queue_path}, which another edgert uses",
+                             "give each edgert its own queue_path") from None
+        except Exception as e:  # noqa: BLE001 - OSError, sqlite3.Error (a damaged file)
+            raise SetupError("queue_path", f"is {cfg.queue_path}, which cannot be used as the "
+                             f"queue ({e})", "make its folder writable, or move a damaged "
+                             "file away") from None
+        if store.count:
+            log.info("%s: %d messages queued by an earlier run go out first", name, store.count)
+        out = cls(cfg, name, device_id, client, store)
+        out.forwarder.start()
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        client.loop_start()
+        return out
+
+    def send(self, line: str, record: dict) -> None:
+        if "status" in record:
+            self.forwarder.put(self._decision, line.encode(), self.cfg.decision_qos)
+        else:   # an event record (schema edgert.event/1)
+            self.forwarder.put(self._event, line.encode(), self.cfg.event_qos)
+
+    def flush(self) -> None:
+        """Nothing to do: the forwarder sends as the broker takes it; waiting would hold the loop."""
+
+    def close(self) -> None:
+        """Deliver the queue for up to close_timeout_s (the rest stays on disk for the next run),
+        then publish the offline status and disconnect."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.forwarder.close(self.cfg.close_timeout_s)
+        if self.client.is_connected():
+            info = self.client.publish(self._status, self._payload("offline", reason="shutdown"),
+                                       STATUS_QOS, retain=True)
+            try:
+                info.wait_for_publish(OFFLINE_WAIT_S)
+            except (RuntimeError, ValueError):   # the connection went meanwhile
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        s = self.forwarder.stats()
+        log.info("%s: %d messages sent, %d acknowledged; dropped %d (queue full), %d (QoS 0 "
+                 "while offline); %d left queued in %s", self.name, s["sent"], s["acked"],
+                 s["dropped"], s["offline"], self.forwarder.left, self.cfg.queue_path)
+
+    def stats(self) -> dict[str, Any]:
+        return {"broker": f"{self.cfg.host}:{self.cfg.port}", "connects": self._connects,
+                **self.forwarder.stats()}
+
+    def _payload(self, state: str, **extra: Any) -> bytes:
+        s = self.forwarder.stats()
+        return json.dumps({"state": state, "device_id": self.device_id,
+                           "client_id": self.cfg.client_id, "since": round(self._since, 3),
+                           "at": round(wall(), 3), "queued": s["queued"], "dropped": s["dropped"],
+                           **extra}, separators=(",", ":")).encode()
+
+    def _publish_status(self) -> None:
+        self._status_at = wall()
+        self._status_drops = self.forwarder.dropped
+        self.client.publish(self._status, self._payload("online"), STATUS_QOS, retain=True)
+
+    def _tick(self) -> None:
+        """From the forwarder thread: when rows were dropped since the last status, tell the
+        subscribers (the first drop at once, later ones at most every STATUS_EVERY_S)."""
+        dropped = self.forwarder.dropped
+        if dropped != self._status_drops and self.client.is_connected() and (
+                self._status_drops == 0 or wall() - self._status_at >= STATUS_EVERY_S):
+            self._publish_status()
+
+    def _next_delay(self) -> None:
+        """Exponential backoff with jitter: paho waits the delay set here before its next try,
+        so a fleet that lost one broker does not come back in lockstep."""
+        cfg = self.cfg
+        base = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2 ** min(self._attempts, 30))
+        delay = base * random.uniform(0.5, 1.0)
+        self.client.reconnect_delay_set(delay, delay)   # type: ignore[arg-type]
+
+    # paho's network thread from here on.
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
+        if reason.is_failure:   # bad credentials, client id refused …: logged once per outage
+            self._attempts += 1
+            self._next_delay()
+            if not self._down_logged:
+                self._down_logged = True
+                log.warning("%s: the broker refused the connection (%s); decisions are queued "
+                            "on disk and the connection retried with backoff", self.name, reason)
+            return
+        self._attempts, self._down_logged = 0, False
+        self._connects += 1
+        self._next_delay()
+        log.info("%s: connected%s", self.name, " again" if self._connects > 1 else "")
+        self._publish_status()
+        self.forwarder.connected(True)
+
+    def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
+        self._attempts += 1
+        self._next_delay()
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("%s: cannot reach the broker; decisions are queued on disk and retried "
+                        "with backoff", self.name)
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
+        self.forwarder.connected(False)
+        if self._closed:
+            return
+        self._attempts += 1
+        self._next_delay()
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("%s: lost the broker (%s); decisions are queued on disk and retried with "
+                        "backoff", self.name, reason)
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:  # noqa: ANN001
+        self.forwarder.acked_mid(mid)
