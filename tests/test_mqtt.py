@@ -280,13 +280,14 @@ def test_broker_killed_mid_run_loses_no_decision(tmp_path: Path, model, broker_d
     try:
         sub.wait(lambda s: s.client.is_connected(), what="subscription")
         time.sleep(1.5)   # the broker saves the subscriber's session (autosave_interval 1)
-        proc = start_edgert(config(tmp_path, broker.port), tmp_path)
-        sub.wait(lambda s: len(s.decisions()) >= 15, what="decisions before the outage")
+        # 1,000 decisions at 100 a second, the broker gone for 5 s from about the 300th.
+        proc = start_edgert(config(tmp_path, broker.port, fps=100), tmp_path, "--frames", "1000")
+        sub.wait(lambda s: len(s.decisions()) >= 300, what="decisions before the outage")
         broker.kill()
         time.sleep(5)
         broker.start()
-        n = len(wait_records(tmp_path / "out.jsonl", 0)) + 30
-        sub.wait(lambda s: len(set(s.decisions())) >= n, timeout=40, what=f"{n} decisions")
+        n = 1000
+        sub.wait(lambda s: len(set(s.decisions())) >= n, timeout=60, what=f"{n} decisions")
     finally:
         if proc is not None:
             proc.kill()
