@@ -32,6 +32,7 @@ from edgert.records import Recorder, RunSummary
 
 log = logging.getLogger("edgert")
 
+SCHEMA_METRICS = "edgert.metrics/1"
 GIL_SWITCH_S = 0.0005   # how long the loop may hold the GIL while the guard waits for it
 # An `ok` record is sent only if its send is expected to end this long before the deadline
 # (beyond the learned cost of building and sending it): the reader on the other end of a
@@ -245,6 +246,7 @@ class Runtime:
                 name = self.rungs[switch.rung].name
                 with self.guard.lock:
                     self.records.rung = name if switch.rung else None
+                    self._report_state()
                 if switch.down:
                     log.warning("degraded: stepping down to rung %r (%s)", name, switch.reason)
                 else:
@@ -290,6 +292,29 @@ class Runtime:
                 return records.overrun(t, "predicted", "publish", result.latency_ms)
         return None   # the guard published at the deadline
 
+    def _report_state(self) -> None:
+        """Online or degraded (a lighter rung, a fallback provider), to outputs that report it."""
+        detail: dict[str, Any] = {}
+        if self.ladder is not None and self.ladder.rung:
+            detail["rung"] = self.rungs[self.ladder.rung].name
+        if self.info.degraded:
+            detail["providers_not_bound"] = list(self.info.not_bound)
+        self.publisher.set_state("degraded" if detail else "online", **detail)
+
+    def _metrics(self, interval_s: float) -> None:
+        """The periodic metrics record (the contract's `metrics` topic): counts since start and
+        latency percentiles over the last 1,024 frames (cheap enough to run between frames)."""
+        s = self.summary
+        record = {"schema": SCHEMA_METRICS, "device_id": self.cfg.device_id, "run_id": self.run_id,
+                  "at": round(wall(), 3), "interval_s": interval_s, "records": s.records,
+                  "ok": s.ok, "fail_safe": s.fail_safe, "hold_last": s.hold_last,
+                  "skipped": s.skipped, "late_ok": s.late_ok,
+                  "misses": {k: dict(v) for k, v in s.misses.items()},
+                  "latency_ms": s.latency.percentiles(last=1024),
+                  "rung": self.pipeline.name, "source": _stats_dict(self.source.stats()),
+                  "outputs": self.publisher.stats()}
+        self.publisher.metrics(self.publisher.serialize(record))
+
     def _report_error(self, result: FrameResult) -> None:
         """A failing model or decoder is logged on its first frame and every 1000th after."""
         key = f"{result.stage}_error"
@@ -319,8 +344,15 @@ class Runtime:
                  self.cfg.device_id, self.info.path.name, self.cfg.model.family,
                  ",".join(self.info.providers), " (degraded)" if self.info.degraded else "",
                  self.cfg.runtime.budget_ms, guard.priority, self.run_id)
+        if self.info.degraded:
+            self._report_state()
+        every = self.cfg.runtime.metrics_interval_s
+        next_metrics = started + every if every > 0 else float("inf")
         try:
             while not stop.is_set() and monotonic() < end:
+                if monotonic() >= next_metrics:
+                    self._metrics(every)
+                    next_metrics = monotonic() + every
                 if max_records is not None and self.summary.records >= max_records:
                     break
                 frame = self.source.read(min(0.1, max(0.0, end - monotonic())))

@@ -253,6 +253,30 @@ def test_decisions_arrive_in_order_with_status_and_last_will(tmp_path: Path, mod
     assert sub.got("/status")[-1][0]["reason"] == "lost"
 
 
+def test_metrics_and_a_degraded_status_reach_their_topics(tmp_path: Path, model, broker) -> None:
+    """A provider this machine lacks (CUDA) falls back to the CPU: the retained status says
+    degraded, and metrics records arrive on their topic at the configured interval."""
+    cfg = config(tmp_path, broker.port)
+    cfg.write_text(cfg.read_text().replace(
+        "budget_ms = 500", 'budget_ms = 500\nmetrics_interval_s = 0.5\nproviders = ["cuda", "cpu"]'))
+    sub = Subscriber(broker.port, "edgert/mqtt-test/#")
+    proc = start_edgert(cfg, tmp_path)
+    try:
+        sub.wait(lambda s: len(s.got("/metrics")) >= 3, what="3 metrics records")
+        sub.wait(lambda s: any(m["state"] == "degraded" for m, _ in s.got("/status")),
+                 what="a degraded status")
+    finally:
+        proc.kill()
+        sub.stop()
+    metrics = [m for m, _ in sub.got("/metrics")]
+    assert all(m["schema"] == "edgert.metrics/1" and m["device_id"] == "mqtt-test" for m in metrics)
+    assert metrics[-1]["records"] > metrics[0]["records"] > 0
+    assert "total" in metrics[-1]["latency_ms"] and "source" in metrics[-1]
+    assert any(k.startswith("mqtt:") for k in metrics[-1]["outputs"])
+    degraded = [m for m, _ in sub.got("/status") if m["state"] == "degraded"][-1]
+    assert "cuda" in " ".join(degraded["providers_not_bound"]).lower()
+
+
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_clean_shutdown_delivers_everything_and_publishes_offline(tmp_path: Path, model, broker,
                                                                     protocol: str) -> None:

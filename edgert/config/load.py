@@ -257,6 +257,7 @@ def _runtime(s: Section, model: ModelConfig) -> RuntimeConfig:
         hold_last_max_age_ms=s.number("hold_last_max_age_ms", 500.0, lo=0.0, hi=3_600_000.0),
         guard_priority=s.str("guard_priority", "realtime", choices=("realtime", "normal")),
         cost_quantile=s.number("cost_quantile", 0.5, lo=0.0, hi=1.0),
+        metrics_interval_s=s.number("metrics_interval_s", 10.0, lo=0.0, hi=86_400.0),
         ladder=_ladder(s.table_("ladder"), model),
         intra_op_threads=s.number("intra_op_threads", 2, lo=0, hi=256, integer=True),
         inter_op_threads=s.number("inter_op_threads", 1, lo=0, hi=256, integer=True),

@@ -83,6 +83,7 @@ class RuntimeConfig:
     hold_last_max_age_ms: float = 500.0  # hold_last: the oldest decision that may be repeated
     guard_priority: str = "realtime"     # realtime (SCHED_FIFO where allowed) | normal
     cost_quantile: float = 0.5           # a stage is expected to cost this quantile of its recent runs
+    metrics_interval_s: float = 10.0     # metrics records to outputs that carry them (MQTT); 0: off
     ladder: LadderConfig = field(default_factory=LadderConfig)
     intra_op_threads: int = 2
     inter_op_threads: int = 1

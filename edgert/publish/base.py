@@ -64,6 +64,25 @@ class Publisher:
                 self.failures[out.name] += 1
                 log.warning("output %s failed to send a safe state (%s): %s", out.name, reason, e)
 
+    def set_state(self, state: str, **detail: Any) -> None:
+        """Tell outputs that report health (MQTT's retained status) how the loop is doing."""
+        self._each("set_state", state, **detail)
+
+    def metrics(self, line: str) -> None:
+        """A metrics record (JSON line) to the outputs that carry metrics (MQTT)."""
+        self._each("metrics", line)
+
+    def _each(self, method: str, *args: Any, **kw: Any) -> None:
+        for out in self.outputs:
+            call = getattr(out, method, None)
+            if call is None:
+                continue
+            try:
+                call(*args, **kw)
+            except (OSError, ValueError) as e:
+                self.failures[out.name] += 1
+                log.warning("output %s failed (%s): %s", out.name, method, e)
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per output: failed sends, and the output's own counters where it keeps some."""
         out: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,7 @@ from edgert.publish.mqtt_store import Store, StoreLocked
 log = logging.getLogger("edgert.publish")
 
 STATUS_QOS = 1
+METRICS_QOS = 0   # the contract: periodic, superseded by the next
 STATUS_EVERY_S = 5.0       # a changed drop count is republished at most this often
 OFFLINE_WAIT_S = 1.0       # at close, for the broker to take the offline status
 
@@ -90,7 +91,9 @@ class MqttOutput:
         self.cfg, self.name, self.device_id, self.client = cfg, name, device_id, client
         self.forwarder = Forwarder(name, cfg, client, store, self._tick)
         self._decision, self._event = cfg.prefix + "decision", cfg.prefix + "event"
-        self._status = cfg.prefix + "status"
+        self._status, self._metrics = cfg.prefix + "status", cfg.prefix + "metrics"
+        self._state = "online"      # or "degraded", as the loop says (set_state)
+        self._state_detail: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._attempts = 0          # failed connection attempts in a row, for the backoff
         self._connects = 0
@@ -159,6 +162,18 @@ class MqttOutput:
                  "while offline); %d left queued in %s", self.name, s["sent"], s["acked"],
                  s["dropped"], s["offline"], self.forwarder.left, self.cfg.queue_path)
 
+    def set_state(self, state: str, **detail: Any) -> None:
+        """The loop's health for the retained status: "online", or "degraded" (a lighter ladder
+        rung, a fallback provider) with what degraded it."""
+        self._state, self._state_detail = state, detail
+        if self.client.is_connected():
+            self._publish_status()
+
+    def metrics(self, line: str) -> None:
+        """A periodic metrics record, QoS 0 and not queued: the next one supersedes it."""
+        if self.client.is_connected():
+            self.client.publish(self._metrics, line.encode(), METRICS_QOS)
+
     def stats(self) -> dict[str, Any]:
         return {"broker": f"{self.cfg.host}:{self.cfg.port}", "connects": self._connects,
                 **self.forwarder.stats()}
@@ -173,7 +188,8 @@ class MqttOutput:
     def _publish_status(self) -> None:
         self._status_at = wall()
         self._status_drops = self.forwarder.dropped
-        self.client.publish(self._status, self._payload("online"), STATUS_QOS, retain=True)
+        self.client.publish(self._status, self._payload(self._state, **self._state_detail),
+                            STATUS_QOS, retain=True)
 
     def _tick(self) -> None:
         """From the forwarder thread: when rows were dropped since the last status, tell the
