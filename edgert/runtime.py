@@ -81,6 +81,19 @@ def make_output(cfg: Config, index: int) -> Output:
     return StdoutOutput()   # validation admits only stdout, jsonl, serial and mqtt
 
 
+def make_outputs(cfg: Config) -> list[Output]:
+    """Every configured output, or none: if one cannot open, those already open are closed
+    (a serial output sends its shutdown frame) before the error goes up."""
+    made: list[Output] = []
+    try:
+        for i in range(len(cfg.outputs)):
+            made.append(make_output(cfg, i))
+    except BaseException:
+        Publisher(made).close()
+        raise
+    return made
+
+
 def expected_frame_hw(cfg: Config) -> tuple[int, int]:
     """The frame size to warm up at, so the first real frame finds its buffers and resize
     tables ready instead of building them inside its deadline. Live sources say their size
@@ -167,10 +180,10 @@ class Runtime:
                                   "from the main model's", "give every rung a model with the same "
                                   "labels (rules must mean the same on every rung)")
             rungs.append(pipeline)
+        source = source or open_source(cfg.source)   # before outputs: nothing to close if it fails
         if outputs is None:
-            outputs = [make_output(cfg, i) for i in range(len(cfg.outputs))]
-        return cls(cfg, source or open_source(cfg.source), rungs, info, Publisher(outputs),
-                   enforce_budget)
+            outputs = make_outputs(cfg)
+        return cls(cfg, source, rungs, info, Publisher(outputs), enforce_budget)
 
     @property
     def guard(self) -> Guard:
