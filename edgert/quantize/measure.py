@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,6 +14,9 @@ from edgert.frame import Detections
 
 MATCH_IOU = 0.5
 NEAR = 0.1   # a lost detection that scored below conf + NEAR in FP32 was marginal anyway
+# Matched detections whose scores moved this much on average are not the same detections
+# for rules with their own min_score (a quantized output tail once turned 0.9 into 1.28).
+MAX_SCORE_SHIFT = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class Agreement:
     candidate: int     # candidate detections (top1: frames)
     matched: int
     lost_marginal: int = 0   # lost FP32 detections that scored within NEAR of the threshold
+    score_shift: float = 0.0  # mean |candidate score - FP32 score| over matched detections
 
     @property
     def measurable(self) -> bool:
@@ -48,8 +53,30 @@ class Agreement:
     def worst(self) -> float:
         return min(self.kept, self.confirmed)
 
+    @property
+    def scores_kept(self) -> bool:
+        return self.score_shift <= MAX_SCORE_SHIFT
+
     def meets(self, threshold: float) -> bool:
-        return self.measurable and self.worst >= threshold
+        return self.measurable and self.scores_kept and self.worst >= threshold
+
+    def clears(self, threshold: float, z: float = 1.0) -> bool:
+        """Meets `threshold` by `z` binomial standard errors both ways.
+
+        A candidate picked because it just meets the threshold on some frames is as likely
+        as not to miss it on others (there are only a few hundred detections to count, and
+        the ones near the confidence threshold flip with any change); the search asks for
+        this margin on the frames it chooses on, the verdict only for the threshold.
+        """
+        if not self.measurable or not self.scores_kept:
+            return False
+
+        def bar(n: int) -> float:   # never above 1: all of them always clears
+            return min(1.0, threshold + z * math.sqrt(threshold * (1.0 - threshold) / max(n, 1)))
+
+        if self.kind == "top1":
+            return self.kept >= bar(self.frames)
+        return self.kept >= bar(self.reference) and self.confirmed >= bar(self.candidate)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -63,11 +90,11 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-9)
 
 
-def matches(ref: Detections, cand: Detections, iou: float = MATCH_IOU) -> np.ndarray:
-    """Which FP32 detections the candidate has: greedy one-to-one, by descending FP32 score,
-    same class, IoU ≥ `iou`."""
+def pairs(ref: Detections, cand: Detections, iou: float = MATCH_IOU) -> np.ndarray:
+    """For each FP32 detection, the index of the candidate detection matched to it, else -1:
+    greedy one-to-one, by descending FP32 score, same class, IoU ≥ `iou`."""
     used = np.zeros(len(cand), bool)
-    found = np.zeros(len(ref), bool)
+    partner = np.full(len(ref), -1, np.int64)
     for i in np.argsort(-ref.scores, kind="stable"):
         same = (cand.class_ids == ref.class_ids[i]) & ~used
         if not same.any():
@@ -75,8 +102,14 @@ def matches(ref: Detections, cand: Detections, iou: float = MATCH_IOU) -> np.nda
         overlaps = np.where(same, _iou(ref.boxes[i], cand.boxes), -1.0)
         j = int(np.argmax(overlaps))
         if overlaps[j] >= iou:
-            used[j] = found[i] = True
-    return found
+            used[j] = True
+            partner[i] = j
+    return partner
+
+
+def matches(ref: Detections, cand: Detections, iou: float = MATCH_IOU) -> np.ndarray:
+    """Which FP32 detections the candidate has (see `pairs`)."""
+    return pairs(ref, cand, iou) >= 0
 
 
 def match_count(ref: Detections, cand: Detections, iou: float = MATCH_IOU) -> int:
@@ -91,11 +124,14 @@ def agreement(ref: Sequence[Detections], cand: Sequence[Detections], kind: str,
         same = sum(1 for r, c in zip(ref, cand)
                    if len(r) and len(c) and r.class_ids[0] == c.class_ids[0])
         return Agreement("top1", len(ref), len(ref), len(cand), same)
-    found = [matches(r, c) for r, c in zip(ref, cand)]
+    partners = [pairs(r, c) for r, c in zip(ref, cand)]
     marginal = 0 if near is None else sum(
-        int(np.sum(~f & (r.scores < near))) for r, f in zip(ref, found))
+        int(np.sum((p < 0) & (r.scores < near))) for r, p in zip(ref, partners))
+    shifts = np.concatenate([np.abs(c.scores[p[p >= 0]] - r.scores[p >= 0])
+                             for r, c, p in zip(ref, cand, partners)] or [np.zeros(0)])
     return Agreement("detections", len(ref), sum(map(len, ref)), sum(map(len, cand)),
-                     sum(int(f.sum()) for f in found), marginal)
+                     sum(int(np.sum(p >= 0)) for p in partners), marginal,
+                     float(shifts.mean()) if shifts.size else 0.0)
 
 
 def interleaved_ms(sessions: Sequence[ort.InferenceSession], feeds: Sequence[dict[str, np.ndarray]],

@@ -25,6 +25,8 @@ QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLi
                        "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
 # Per-channel weights need the `axis` attribute of QuantizeLinear: opset 13.
 MIN_OPSET = 13
+# Where int8 kernels earn their keep; the output tail (below) stops at the last of them.
+HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"})
 
 
 class TensorReader(CalibrationDataReader):
@@ -70,6 +72,21 @@ def load_float(model: Path) -> onnx.ModelProto:
     return proto
 
 
+def _name_nodes(proto: onnx.ModelProto) -> int:
+    """Give unnamed nodes a unique name: keeping a node float (nodes_to_exclude) needs one."""
+    taken = {n.name for n in proto.graph.node if n.name}
+    named = 0
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+            named += 1
+    return named
+
+
 def prepare(model: Path, workdir: Path) -> Prepared:
     """Opset ≥ 13, then quant_pre_process (shape inference + fusions) when it works."""
     proto = load_float(model)
@@ -84,6 +101,8 @@ def prepare(model: Path, workdir: Path) -> Prepared:
             raise ModelError(f"{model}: opset {opset} could not be converted to {MIN_OPSET} for "
                              f"per-channel quantization ({str(e).splitlines()[0][:120]}); "
                              "re-export the model at opset 13 or later") from None
+    if _name_nodes(proto):
+        notes.append("unnamed nodes named")
     base = workdir / "float.onnx"
     onnx.save(proto, str(base))
     prepped = workdir / "prep.onnx"
@@ -99,16 +118,57 @@ def prepare(model: Path, workdir: Path) -> Prepared:
         return Prepared(base, metadata, ", ".join(notes))
 
 
+def output_tail(proto: onnx.ModelProto) -> tuple[str, ...]:
+    """Nodes after the last Conv/MatMul/Gemm on every path to the outputs: they stay float.
+
+    Detector exports end in decode and layout ops (sigmoid, box arithmetic, reshape, concat)
+    that join box offsets or pixel coordinates with 0..1 scores into one output tensor.
+    Quantized, that tensor shares one 8-bit scale: YOLOv8-style outputs round every score
+    to 0 or 1.28 (a 0..320 px range), YOLOX's to steps of 0.025. These ops cost next to
+    nothing in float and gain nothing from int8, so they are never quantized. A node is in
+    the tail when it is not a heavy op and everything it feeds is the tail or an output.
+    """
+    graph = proto.graph
+    outputs = {o.name for o in graph.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    tail: set[str] = set()
+    changed = True
+    while changed:   # grow backwards from the outputs until nothing more qualifies
+        changed = False
+        for node in reversed(graph.node):
+            if node.name in tail or node.op_type in HEAVY_OPS or not node.name:
+                continue
+            feeds = [(o, c) for o in node.output for c in consumers.get(o, [])]
+            reaches = any(o in outputs for o in node.output) or bool(feeds)
+            if reaches and all(c.name in tail for _, c in feeds):
+                tail.add(node.name)
+                changed = True
+    return tuple(n.name for n in graph.node if n.name in tail)
+
+
+def quantizable(proto: onnx.ModelProto, keep_float: Sequence[str] = ()) -> int:
+    """How many nodes onnxruntime's static quantizer would quantize (op types it has an int8
+    form for), not counting `keep_float`: what a float-node budget is a share of."""
+    from onnxruntime.quantization.registry import QLinearOpsRegistry
+    skip = set(keep_float)
+    return sum(1 for n in proto.graph.node
+               if n.op_type in QLinearOpsRegistry and n.name not in skip)
+
+
 class Quantizer:
     """Quantize the prepared model with some nodes left in float; calibration runs only once."""
 
     def __init__(self, prepared: Prepared, reader: TensorReader, workdir: Path,
-                 method: str = "minmax") -> None:
+                 method: str = "minmax", keep_float: Sequence[str] = ()) -> None:
         if method not in METHODS:
             raise UsageError(f"calibration method {method!r} is unknown; use one of "
                              + ", ".join(METHODS))
         self.prepared, self.reader, self.workdir = prepared, reader, workdir
         self.method = method
+        self.keep_float = tuple(keep_float)   # excluded from every candidate (the output tail)
         self.cache = workdir / f"calibration-{method}.json"
         self._count = 0
 
@@ -128,7 +188,8 @@ class Quantizer:
         quantize_static(
             str(self.prepared.path), str(out), self.reader, quant_format=QuantFormat.QDQ,
             per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=sorted(set(exclude)),
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(set(exclude) | set(self.keep_float)),
             calibrate_method=METHODS[self.method], calibration_cache_path=str(self.cache),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgert.quantize.measure import NEAR, Agreement
+from edgert.quantize.measure import MAX_SCORE_SHIFT, NEAR, Agreement
 
 # Faster means at least this ratio of medians: below it, noise on a shared board can flip it.
 SPEED_MARGIN = 1.05
@@ -44,6 +44,8 @@ class QuantizeReport:
     judged_apart: bool              # the reported agreement is on frames the search never saw
     eval_note: str
     held_out: bool
+    tail: tuple[tuple[str, str], ...]   # (node, op type) of the output tail, float throughout
+    max_float_nodes: int            # the search's float-node budget (the tail not counted)
     threshold: float
     runs: int
     threads: int
@@ -78,6 +80,10 @@ def decide(chosen: Candidate, fp32_ms: float, threshold: float, max_nodes: int) 
                        f"as fast as FP32 (needs ≥ {SPEED_MARGIN:.2f}×), so it is not worth its risk.")
     limit = f"with ≤ {max_nodes} float nodes" if chosen.float_nodes else "plain"
     slow = "" if fast else f", and it is not faster either ({ratio:.2f}×)"
+    if a.worst >= threshold and not a.scores_kept:
+        return False, (f"Keep FP32: the {what} finds the same objects ({both}) but its scores "
+                       f"differ from FP32's by {a.score_shift:.2f} on average (limit "
+                       f"{MAX_SCORE_SHIFT:g}), so score thresholds would act differently{slow}.")
     return False, (f"Keep FP32: no INT8 candidate {limit} keeps ≥ {threshold:.0%} of detections "
                    f"both ways (best, the {what}: {both}){slow}."
                    if a.kind == "detections" else
@@ -99,8 +105,9 @@ def _agreement(a: Agreement) -> str:
         return f"top-1 agrees {a.kept:6.1%} ({a.matched}/{a.frames} frames)"
     lost = a.reference - a.matched
     marginal = f", {a.lost_marginal} of the {lost} lost were marginal" if lost else ""
+    shift = f"; matched scores differ by {a.score_shift:.3f} on average" if a.matched else ""
     return (f"kept {a.kept:6.1%}  confirmed {a.confirmed:6.1%}  "
-            f"({a.matched} matched; FP32 {a.reference}, this {a.candidate}{marginal})")
+            f"({a.matched} matched; FP32 {a.reference}, this {a.candidate}{marginal}{shift})")
 
 
 def format_report(r: QuantizeReport) -> str:
@@ -126,6 +133,11 @@ def format_report(r: QuantizeReport) -> str:
     if any(c.agreement.lost_marginal for c in shown):
         lines.append(f"    (marginal: scored below conf + {NEAR:g} in FP32, where a small score "
                      "change drops a detection)")
+    if r.tail:
+        counts = Counter(op for _, op in r.tail)
+        lines.append(f"  output tail kept float in every candidate ({len(r.tail)} nodes: "
+                     + ", ".join(f"{op} {n}" for op, n in counts.most_common())
+                     + "): decode and layout ops that would put scores and boxes on one scale")
     if r.chosen.float_nodes:
         lines.append(f"  float nodes in the chosen model: {r.chosen.op_summary()}: "
                      + ", ".join(r.chosen.float_nodes))

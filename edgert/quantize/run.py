@@ -20,7 +20,8 @@ from edgert.preprocess import ReferencePreprocessor
 from edgert.quantize.describe import describe
 from edgert.quantize.frames import collect, spread
 from edgert.quantize.measure import NEAR, agreement, interleaved_ms
-from edgert.quantize.qdq import METHODS, Quantizer, TensorReader, finish, load_float, prepare
+from edgert.quantize.qdq import (METHODS, Quantizer, TensorReader, finish, load_float,
+                                  output_tail, prepare, quantizable)
 from edgert.quantize.report import Candidate, QuantizeReport, decide
 from edgert.quantize.search import Trial, search
 from edgert.quantize.sensitivity import rank
@@ -28,10 +29,14 @@ from edgert.quantize.sensitivity import rank
 log = logging.getLogger("edgert.quantize")
 
 MIN_JUDGE_FRAMES = 8   # below twice this, the same frames choose the float set and judge it
+# Default float-node budget: this share of the nodes INT8 would quantize (the output tail not
+# counted), at least MIN_BUDGET. Beyond it a "mixed" model is mostly float and INT8 buys little.
+FLOAT_SHARE = 0.15
+MIN_BUDGET = 8
 
 
 def _check(model: Path, calib: Path, out: Path, frames: int, threshold: float,
-           max_float_nodes: int, method: str, runs: int) -> None:
+           max_float_nodes: int | None, method: str, runs: int) -> None:
     if not model.is_file():
         raise UsageError(f"{model}: no such model file; give the path of a float32 .onnx model")
     if not calib.exists():
@@ -45,7 +50,7 @@ def _check(model: Path, calib: Path, out: Path, frames: int, threshold: float,
         raise UsageError(f"--frames is {frames}; calibrate on at least 1 frame (64 is typical)")
     if not 0.0 < threshold <= 1.0:
         raise UsageError(f"--agreement is {threshold}; give a fraction in (0, 1], e.g. 0.95")
-    if max_float_nodes < 0:
+    if max_float_nodes is not None and max_float_nodes < 0:
         raise UsageError(f"max_float_nodes is {max_float_nodes}; give 0 or more")
     if method not in METHODS:
         raise UsageError(f"calibration method {method!r} is unknown; use one of "
@@ -56,12 +61,14 @@ def _check(model: Path, calib: Path, out: Path, frames: int, threshold: float,
 
 def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = None,
                  family: str | None = None, frames: int = 64, threshold: float = 0.95,
-                 max_float_nodes: int = 40, eval_sources: Sequence[Path] = (),
-                 eval_frames: int = 128, method: str = "minmax", runs: int = 40,
-                 sensitivity_frames: int = 4) -> QuantizeReport:
+                 max_float_nodes: int | None = None, eval_sources: Sequence[Path] = (),
+                 eval_frames: int = 256, method: str = "minmax", runs: int = 40,
+                 sensitivity_frames: int = 4, float_tail: bool = True) -> QuantizeReport:
     """Quantize MODEL to OUT (QDQ, static, calibrated on CALIB) and say whether to use it.
 
     The written model is the best candidate found, recommended or not: the report says which.
+    `float_tail=False` quantizes the output tail too (see `qdq.output_tail`): for comparison.
+    `max_float_nodes=None` allows FLOAT_SHARE of the quantizable nodes (at least MIN_BUDGET).
     """
     model, calib, out = Path(model), Path(calib), Path(out)
     _check(model, calib, out, frames, threshold, max_float_nodes, method, runs)
@@ -104,7 +111,13 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     with tempfile.TemporaryDirectory(prefix="edgert-quantize-") as tmp:
         work = Path(tmp)
         prepared = prepare(model, work)
-        quantizer = Quantizer(prepared, TensorReader(name, calib_x), work, method)
+        prepared_proto = onnx.load(str(prepared.path))
+        ops = {n.name: n.op_type for n in prepared_proto.graph.node}
+        tail = output_tail(prepared_proto) if float_tail else ()
+        quantizer = Quantizer(prepared, TensorReader(name, calib_x), work, method, tail)
+        budget = (max_float_nodes if max_float_nodes is not None else
+                  max(MIN_BUDGET, round(FLOAT_SHARE * quantizable(prepared_proto, tail))))
+        del prepared_proto
 
         def try_nodes(nodes: Sequence[str]):
             path = quantizer(nodes)
@@ -114,10 +127,15 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
         a, path = try_nodes(())
         plain = Trial(0, (), a, path)
         ranked = []
-        if a.measurable and not a.meets(threshold) and max_float_nodes > 0:
+        if a.measurable and not a.clears(threshold) and budget > 0:
             picks = [calib_x[i] for i in spread(len(calib_x), sensitivity_frames)]
-            ranked = rank(prepared.path, path, name, picks, wanted=2 * max_float_nodes)
-        chosen, trials = search(try_nodes, ranked, threshold, max_float_nodes, start=plain)
+            ranked = rank(prepared.path, path, name, picks, wanted=2 * budget)
+            # Tail nodes are float in every candidate: they cost nothing from the budget.
+            in_tail = set(tail)
+            ranked = [dataclasses.replace(s, nodes=tuple(n for n in s.nodes if n not in in_tail))
+                      for s in ranked]
+            ranked = [s for s in ranked if s.nodes]
+        chosen, trials = search(try_nodes, ranked, threshold, budget, start=plain)
         # Speed: FP32, plain INT8 and the chosen model taking turns on the same tensors.
         sessions = [session, load_model(plain.path, runtime)[0]]
         if chosen is not plain:
@@ -125,7 +143,6 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
         feeds = [{name: x} for x, _ in evals[:8]] or [{name: calib_x[0]}]
         times = interleaved_ms(sessions, feeds, runs=runs)
         medians = [float(np.median(t)) for t in times]
-        ops = {n.name: n.op_type for n in onnx.load(str(prepared.path)).graph.node}
 
         def candidate(trial: Trial, i: int) -> Candidate:
             judged = (agreement(judged_reference, detect(sessions[i], judge), kind, near) if split
@@ -135,7 +152,7 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
 
         plain_c = candidate(plain, 1)
         chosen_c = plain_c if chosen is plain else candidate(chosen, 2)
-        recommended, verdict = decide(chosen_c, medians[0], threshold, max_float_nodes)
+        recommended, verdict = decide(chosen_c, medians[0], threshold, budget)
         stamp = {"recommended": recommended, "verdict": verdict, "float_nodes": len(chosen.nodes),
                  "speedup": round(medians[0] / chosen_c.median_ms, 3),
                  "kept": round(chosen_c.agreement.kept, 4),
@@ -147,6 +164,7 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
         eval_frames=len(judge), search_frames=len(choose), judged_apart=split,
         eval_note=sets.eval_note,
         held_out=sets.held_out,
+        tail=tuple((n, ops.get(n, "?")) for n in tail), max_float_nodes=budget,
         threshold=threshold, runs=runs, threads=runtime.intra_op_threads, fp32_ms=medians[0],
         plain=plain_c, chosen=chosen_c,
         trials=tuple((t.sites, len(t.nodes), t.agreement.kept, t.agreement.confirmed)

@@ -102,7 +102,6 @@ def masked_model(prep: onnx.ModelProto, sites: Sequence[Site], rounding: dict) -
     m.CopyFrom(prep)
     g = m.graph
     inputs = {i.name for i in g.input}
-    inits = {i.name: i for i in g.initializer}
     chains: dict[str, list[onnx.NodeProto]] = {}
     head: list[onnx.NodeProto] = []
     renames: dict[str, str] = {}
