@@ -68,6 +68,7 @@ class Guard:
         self._wake_at = -INF   # when the guard's current sleep ends (-inf: it is awake)
         self._closing = False
         self._want_realtime = realtime
+        self._loop_policy: tuple[int, os.sched_param] | None = None
         self.priority = "normal"
         self.fired = 0
         self._ready = threading.Event()
@@ -117,11 +118,13 @@ class Guard:
         if self.priority != "realtime" or ticket.deadline.remaining() > URGENT_WITHIN_S:
             yield
             return
+        if self._loop_policy is None:   # what to go back to: edgert may run under chrt
+            self._loop_policy = (os.sched_getscheduler(0), os.sched_getparam(0))
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY - 1))
         try:
             yield
         finally:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            os.sched_setscheduler(0, *self._loop_policy)
 
     def _set_priority(self) -> None:
         if not self._want_realtime or not hasattr(os, "sched_setscheduler"):
