@@ -529,12 +529,13 @@ def test_wrong_credentials_are_reported_once_and_retried_at_a_pace(tmp_path: Pat
     text = cfg.read_text().replace("reconnect_min_s = 0.1", "reconnect_min_s = 0.5")
     cfg.write_text(text.replace("reconnect_max_s = 1\n", "reconnect_max_s = 30\n"))
     assert "reconnect_max_s = 30" in cfg.read_text()
+    proc = start_edgert(cfg, tmp_path)
     try:
-        proc = start_edgert(cfg, tmp_path)
         time.sleep(6)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
+        proc.kill()
         broker.kill()
     err = (tmp_path / "stderr.txt").read_text()
     assert err.count("refused the connection") == 1, err
