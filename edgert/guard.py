@@ -88,19 +88,11 @@ class Guard:
             if ticket.deadline.at < self._wake_at:
                 self._cond.notify()
 
-    def claim(self, ticket: Ticket, latest: float) -> bool:
+    def claim(self, ticket: Ticket, latest: float = -INF) -> bool:
         """For the loop, with `lock` held: take the ticket if the guard has not and `latest`
-        (when the send would end) is before the deadline, or the deadline is not enforced."""
-        if ticket.state != PENDING:
-            return False
-        if latest >= ticket.deadline.at:
-            return False
-        ticket.state = LOOP
-        return True
-
-    def claim_late(self, ticket: Ticket) -> bool:
-        """For the loop, with `lock` held: take a ticket to publish it as an overrun."""
-        if ticket.state != PENDING:
+        (when an `ok` send would end) is before the deadline. Without `latest`: take it to
+        publish an overrun record, whatever the time."""
+        if ticket.state != PENDING or latest >= ticket.deadline.at:
             return False
         ticket.state = LOOP
         return True

@@ -271,7 +271,7 @@ class Runtime:
         guard = self.guard
         if result.status != "ok":
             with guard.lock:
-                if guard.claim_late(t):
+                if guard.claim(t):
                     return self.records.overrun(t, result.cause or "error", result.stage or "?",
                                                 result.latency_ms, result.error)
             return None
@@ -301,7 +301,7 @@ class Runtime:
                 costs.observe("publish", thread_time() - cpu0)
                 return decision
             pipeline.rules.retract()
-            if guard.claim_late(t):   # not enough time left to send it: the policy's record now
+            if guard.claim(t):   # not enough time left to send it: the policy's record now
                 return records.overrun(t, "predicted", "publish", result.latency_ms)
         return None   # the guard published at the deadline
 

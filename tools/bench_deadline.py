@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,23 +63,22 @@ type = "stdout"
 """
 
 
-def median_ms(path: Path, x: np.ndarray, runs: int = 15) -> float:
-    session, info = load_model(path, RuntimeConfig())
-    runner = InferenceRunner(session, info.input_name)
-    runner.run(x)
-    return statistics.median(runner.run(x).seconds for _ in range(runs)) * 1e3
-
-
-def paced_runs(path: Path, x: np.ndarray, runs: int = 600) -> np.ndarray:
-    """Bare `session.run` times (ms), one run every 1/30 s like the frames."""
+def run_times(path: Path, x: np.ndarray, runs: int, fps: float | None = None) -> np.ndarray:
+    """Bare `session.run` times (ms) with edgert's session settings: back to back, or one run
+    every 1/fps s like the frames."""
     session, info = load_model(path, RuntimeConfig())
     runner = InferenceRunner(session, info.input_name)
     runner.run(x)
     times = []
     for _ in range(runs):
         times.append(runner.run(x).seconds * 1e3)
-        time.sleep(max(0.0, 1 / 30 - times[-1] / 1e3))
+        if fps:
+            time.sleep(max(0.0, 1 / fps - times[-1] / 1e3))
     return np.asarray(times)
+
+
+def median_ms(path: Path, x: np.ndarray, runs: int = 15) -> float:
+    return float(np.median(run_times(path, x, runs)))
 
 
 def pct(v: list[float] | np.ndarray) -> dict[str, float]:
@@ -157,7 +155,7 @@ def miss_rate(work: Path, frames: int) -> dict:
     # The median of runs paced like the frames (30 fps), not back to back: on this VM a
     # model run once every 33 ms takes ~1.5× as long as the same model run back to back
     # (idle vCPUs and onnxruntime's sleeping pool threads wake slowly).
-    paced = paced_runs(cfg.model.path, tensor.copy())
+    paced = run_times(cfg.model.path, tensor.copy(), 600, fps=30)
     median = float(np.median(paced))
     budget = 1.5 * median
     floor = {"runs": len(paced), "back_to_back_p50": round(median_ms(cfg.model.path, tensor.copy()), 3),

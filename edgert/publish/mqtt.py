@@ -210,13 +210,8 @@ class MqttOutput:
     # paho's network thread from here on.
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
-        if reason.is_failure:   # bad credentials, client id refused …: logged once per outage
-            self._attempts += 1
-            self._next_delay()
-            if not self._down_logged:
-                self._down_logged = True
-                log.warning("%s: the broker refused the connection (%s); decisions are queued "
-                            "on disk and the connection retried with backoff", self.name, reason)
+        if reason.is_failure:   # bad credentials, client id refused …
+            self._failed(f"the broker refused the connection ({reason})")
             return
         self._attempts, self._down_logged = 0, False
         self._connects += 1
@@ -226,23 +221,21 @@ class MqttOutput:
         self.forwarder.connected(True)
 
     def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001
-        self._attempts += 1
-        self._next_delay()
-        if not self._down_logged:
-            self._down_logged = True
-            log.warning("%s: cannot reach the broker; decisions are queued on disk and retried "
-                        "with backoff", self.name)
+        self._failed("cannot reach the broker")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:  # noqa: ANN001
         self.forwarder.connected(False)
-        if self._closed:
-            return
+        if not self._closed:
+            self._failed(f"lost the broker ({reason})")
+
+    def _failed(self, what: str) -> None:
+        """One failed attempt: back off further, and say so once per outage."""
         self._attempts += 1
         self._next_delay()
         if not self._down_logged:
             self._down_logged = True
-            log.warning("%s: lost the broker (%s); decisions are queued on disk and retried with "
-                        "backoff", self.name, reason)
+            log.warning("%s: %s; decisions are queued on disk and the connection retried with "
+                        "backoff", self.name, what)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:  # noqa: ANN001
         self.forwarder.acked_mid(mid)
