@@ -1,21 +1,19 @@
-"""The clock and the per-frame budget: the only place that reads time for deadlines."""
+"""The per-frame budget as an absolute instant: a deadline, not a timeout."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-# One monotonic clock for every deadline; wall time is only ever a label in records.
-monotonic = time.monotonic
-wall = time.time
+INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
 class Deadline:
-    """An absolute instant on the monotonic clock by which a frame's decision must be out.
+    """An instant on the run's monotonic clock by which a frame's decision must be out.
 
-    A deadline is not a timeout: it is fixed when the frame is captured and every stage
-    asks it how much is left, so time spent anywhere upstream is charged to the frame.
+    It is fixed when the frame is captured and every stage asks it how much is left at the
+    time the caller read from its clock, so time spent anywhere upstream is charged to the
+    frame and no stage reads the system clock behind the run's back.
     """
 
     at: float          # monotonic seconds
@@ -26,12 +24,17 @@ class Deadline:
         return cls(at=captured_mono + budget_s, budget_s=budget_s)
 
     @classmethod
-    def never(cls) -> Deadline:
-        return cls(at=float("inf"), budget_s=float("inf"))
+    def never(cls, budget_s: float = INF) -> Deadline:
+        """Measured, not enforced (fast replay, bench): nothing is ever late."""
+        return cls(at=INF, budget_s=budget_s)
 
-    def remaining(self, now: float | None = None) -> float:
-        """Seconds left (negative once passed)."""
-        return self.at - (monotonic() if now is None else now)
+    @property
+    def enforced(self) -> bool:
+        return self.at != INF
 
-    def expired(self, now: float | None = None) -> bool:
-        return self.remaining(now) <= 0.0
+    def remaining(self, now: float) -> float:
+        """Seconds left at `now` (negative once passed)."""
+        return self.at - now
+
+    def expired(self, now: float) -> bool:
+        return self.at <= now

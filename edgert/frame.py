@@ -1,29 +1,32 @@
-"""The few frozen values that cross stage boundaries: Frame, Detections, Decision."""
+"""The frozen values that cross stage boundaries: a Frame in, Detections out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_DECISION = "edgert.decision/1"
-STAGES = ("capture", "preprocess", "infer", "postprocess", "decide")
+from edgert.records import Det
+
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One captured image and when it was grabbed.
+    """One captured image, where it is from, and when: in the video and on this machine.
 
     `image` is BGR uint8 (H, W, 3) and read-only: sources recycle a small ring of buffers,
     so a stage that wants to keep pixels beyond the next read must copy them.
+    `media_s` is the frame's time in its video (the container's presentation time; for a live
+    source, its capture time): what decisions measure windows and ages in. `arrival_s` is the
+    monotonic instant the grab returned: where the frame's deadline runs from.
     """
 
     index: int             # the source's frame index, from 0
     image: np.ndarray
-    captured_wall: float   # Unix seconds, for records
-    captured_mono: float   # monotonic seconds, for deadlines
+    media_s: float         # seconds on the video's own time line
+    arrival_s: float       # monotonic seconds, on the run's clock
     capture_s: float = 0.0  # time spent grabbing/decoding this frame
+    source_id: str = "main"
 
     @property
     def height(self) -> int:
@@ -68,56 +71,15 @@ class Detections:
         c = int(self.class_ids[i])
         return self.labels[c] if 0 <= c < len(self.labels) else str(c)
 
-    def to_records(self) -> list[dict]:
-        # Whole arrays to Python at once: per-element numpy scalars cost more than the rest.
+    def to_dets(self) -> tuple[Det, ...]:
+        """As record values. Whole arrays go to Python at once: per-element numpy scalars
+        would cost more than the rest of the record."""
         ids = self.class_ids.tolist()
         scores = self.scores.astype(np.float64).round(4).tolist()
-        boxes = self.boxes.astype(np.float64).round(1).tolist() if self.has_boxes else None
-        n = len(self.labels)
-        out = []
-        for i, c in enumerate(ids):
-            rec = {"label": self.labels[c] if 0 <= c < n else str(c), "class_id": c,
-                   "score": scores[i]}
-            if boxes is not None:
-                rec["box"] = boxes[i]
-            out.append(rec)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the loop decided for one frame; serialised identically on every output."""
-
-    device_id: str
-    run_id: str
-    seq: int
-    frame_id: int
-    captured_at: float
-    decided_at: float
-    deadline_ms: float
-    status: str             # ok | fail_safe | skipped
-    action: str
-    latency_ms: Mapping[str, float]
-    detections: tuple[dict, ...] = ()
-    rule: str | None = None
-    extra: Mapping[str, object] = field(default_factory=dict)
-
-    def to_record(self) -> dict:
-        rec: dict = {
-            "schema": SCHEMA_DECISION,
-            "device_id": self.device_id,
-            "run_id": self.run_id,
-            "seq": self.seq,
-            "frame_id": self.frame_id,
-            "captured_at": round(self.captured_at, 6),
-            "decided_at": round(self.decided_at, 6),
-            "deadline_ms": self.deadline_ms,
-            "status": self.status,
-            "action": self.action,
-            "latency_ms": dict(self.latency_ms),
-            "detections": list(self.detections),
-        }
-        if self.rule is not None:
-            rec["rule"] = self.rule
-        rec.update(self.extra)
-        return rec
+        labels, n = self.labels, len(self.labels)
+        if not self.has_boxes:
+            return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i])
+                         for i, c in enumerate(ids))
+        boxes = self.boxes.astype(np.float64).round(1).tolist()
+        return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i], tuple(boxes[i]))
+                     for i, c in enumerate(ids))

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from edgert.costs import StageCosts
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.decide import Outcome, RuleEngine
 from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
@@ -61,8 +61,10 @@ class Pipeline:
     """Holds one model's stages, built by the runtime; `process` is the whole per-frame data path."""
 
     def __init__(self, preprocess: Preprocess, runner: InferenceRunner, decoder: Decoder,
-                 rules: RuleEngine, name: str = "main", cost_quantile: float = 0.5) -> None:
+                 rules: RuleEngine, clock: Clock, name: str = "main",
+                 cost_quantile: float = 0.5) -> None:
         self.preprocess, self.runner, self.decoder, self.rules = preprocess, runner, decoder, rules
+        self.clock = clock
         self.name, self.cost_quantile = name, cost_quantile
         # The numba decoder drops non-finite values itself; any other is checked here.
         self._decoder_finite = getattr(decoder, "outputs_finite", False)
@@ -79,7 +81,7 @@ class Pipeline:
             return self._overrun(t, "deadline", stage)
         if not probe and not self.costs.fits(stage, left, _AFTER[stage]):
             return self._overrun(t, "predicted", stage)
-        t.stage, t.stage_t0 = stage, now
+        t.enter(stage, now)
         return None
 
     def process(self, t: Ticket) -> FrameResult:
@@ -88,8 +90,8 @@ class Pipeline:
         Each stage's time is learned into `self.costs`. The ticket's `latency_ms` fills as stages
         end, so the guard can report where the time went if it publishes first.
         """
-        lat, costs = t.latency_ms, self.costs
-        t0 = monotonic()
+        costs, now = self.costs, self.clock.now
+        t0 = now()
         if t.deadline.expired(t0):
             return self._overrun(t, "stale", "preprocess")
         probe = costs.probe()
@@ -97,15 +99,15 @@ class Pipeline:
         if stop:
             return stop
         tensor, transform = self.preprocess(t.frame)
-        t1 = monotonic()
-        lat["preprocess"] = (t1 - t0) * 1e3
+        t1 = now()
+        t.done("preprocess", (t1 - t0) * 1e3)
         costs.observe("preprocess", t1 - t0)
         stop = self._start(t, "infer", t1, probe)
         if stop:
             return stop
         run = self.runner.run(tensor)
-        t2 = monotonic()
-        lat["infer"] = (t2 - t1) * 1e3
+        t2 = now()
+        t.done("infer", (t2 - t1) * 1e3)
         costs.observe("infer", t2 - t1, stopped=run.stopped)
         if run.outputs is None:
             if run.stopped:
@@ -119,18 +121,18 @@ class Pipeline:
             if not self._decoder_finite:
                 detections = finite(detections)
         except Exception as e:  # a user decoder, or a model emitting garbage: never fatal
-            lat["postprocess"] = (monotonic() - t2) * 1e3
+            t.done("postprocess", (now() - t2) * 1e3)
             return self._overrun(t, "error", "postprocess", f"{type(e).__name__}: {e}"[:200])
-        t3 = monotonic()
-        lat["postprocess"] = (t3 - t2) * 1e3
+        t3 = now()
+        t.done("postprocess", (t3 - t2) * 1e3)
         costs.observe("postprocess", t3 - t2)
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop
         outcome = self.rules.decide(detections, (t.frame.height, t.frame.width))
-        t4 = monotonic()
-        lat["decide"] = (t4 - t3) * 1e3
+        t4 = now()
+        t.done("decide", (t4 - t3) * 1e3)
         costs.observe("decide", t4 - t3)
         costs.passed()
-        t.stage, t.stage_t0 = "publish", t4
-        return FrameResult("ok", lat, detections, outcome)
+        t.enter("publish", t4)
+        return FrameResult("ok", t.latency_ms, detections, outcome)

@@ -38,7 +38,7 @@ def test_yolox_nano_finds_the_bus_and_three_people(material: Path) -> None:
     image = cv2.imread(str(material / "images/bus.jpg"))
     det = detect(cfg, image, (416, 416))
     found = [det.label(i) for i in range(len(det))]
-    assert sorted(found) == ["bus", "person", "person", "person"], det.to_records()
+    assert sorted(found) == ["bus", "person", "person", "person"], det.to_dets()
     bus = det.boxes[found.index("bus")]
     assert det.scores[found.index("bus")] > 0.85
     assert bus[2] - bus[0] > 0.8 * image.shape[1]          # the bus spans the photo's width

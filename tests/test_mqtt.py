@@ -24,6 +24,7 @@ from conftest import REPO, edgert, write_config
 from onnx_models import one_box_pred, yolo_constant
 
 from edgert.config.types import MqttConfig
+from edgert.publish import Post
 from edgert.publish.mqtt import MqttOutput
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
@@ -217,9 +218,9 @@ def mqtt_cfg(tmp: Path, port: int, **kw) -> MqttConfig:
                       prefix=kw.pop("prefix", "edgert/t/"), **kw)
 
 
-def record(seq: int) -> tuple[str, dict]:
+def record(seq: int) -> Post:
     r = {"run_id": "r", "seq": seq, "status": "ok", "action": "none"}
-    return json.dumps(r), r
+    return Post("decision", json.dumps(r).encode(), seq, seq, "ok", "none", time.time())
 
 
 # The run against a live broker
@@ -374,7 +375,7 @@ def test_dropped_count_reaches_the_status_topic(tmp_path: Path, broker) -> None:
     try:
         sub.wait(lambda s: bool(s.got("/status")), what="online status")
         for seq in range(1, 101):
-            out.send(*record(seq))
+            out.send(record(seq))
         sub.wait(lambda s: s.got("/status")[-1][0]["dropped"] > 0, what="a status with drops")
         assert out.stats()["dropped"] >= 90
     finally:
@@ -389,7 +390,7 @@ def test_send_never_blocks_with_the_broker_down(tmp_path: Path) -> None:
         times = []
         for seq in range(1, 5001):
             t0 = time.perf_counter()
-            out.send(*record(seq))
+            out.send(record(seq))
             times.append(time.perf_counter() - t0)
         times.sort()
         assert sum(times) < 2.0 and times[int(len(times) * 0.99)] < 0.01, times[-5:]

@@ -14,7 +14,7 @@ import pytest
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
 from edgert.config.types import InputConfig, ModelConfig, RuntimeConfig
-from edgert.deadline import monotonic
+from edgert.clock import monotonic
 from edgert.frame import Frame
 from edgert.infer import InferenceRunner, load_model
 from edgert.postprocess import make_decoder

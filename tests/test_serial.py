@@ -24,7 +24,8 @@ from conftest import REPO, edgert, write_config
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
 from edgert.config.types import SerialConfig
-from edgert.publish import Publisher, StdoutOutput
+from edgert.publish import Post, Publisher
+from edgert.publish.lines import stdout_output
 from edgert.publish.serial import SerialOutput
 from edgert.publish.serial_frame import (ACK, DECISION, FLAG_ACK, HEARTBEAT, SAFE_STATE,
                                          Deframer, SerialFrame, crc16, encode)
@@ -213,9 +214,9 @@ def serial_cfg(port: str, **kw) -> SerialConfig:
     return SerialConfig(port=port, **kw)
 
 
-def record(seq: int, status: str = "ok", action: str = "reject") -> dict:
-    return {"seq": seq, "frame_id": seq - 1, "status": status, "action": action,
-            "captured_at": time.time()}
+def record(seq: int, status: str = "ok", action: str = "reject") -> Post:
+    line = json.dumps({"seq": seq, "status": status, "action": action}).encode()
+    return Post("decision", line, seq, seq - 1, status, action, time.time())
 
 
 def start_edgert(cfg: Path, cwd: Path) -> subprocess.Popen:
@@ -496,7 +497,7 @@ def test_heartbeats_arrive_at_the_interval_when_no_decisions_flow(pty_pair) -> N
     out = SerialOutput.open(serial_cfg(port, heartbeat_ms=40), f"serial:{port}", "stop")
     try:
         for seq in range(1, 41):          # decisions every 5 ms keep the line busy …
-            out.send("", record(seq))
+            out.send(record(seq))
             time.sleep(0.005)
         frames = wire.wait_for(lambda fs: sum(f is not None and f.type == HEARTBEAT
                                               for f in fs) >= 10, timeout=5)
@@ -521,12 +522,12 @@ def test_send_never_blocks_when_nobody_reads(pty_pair) -> None:
     while out.stats()["write_timeouts"] == 0:   # fill the kernel's buffer first
         assert time.monotonic() < end, out.stats()
         seq += 1
-        out.send("", record(seq))
+        out.send(record(seq))
         time.sleep(0.0002)
     full = out.stats()
     t0 = time.monotonic()
     for seq in range(seq + 1, seq + 10_001):
-        out.send("", record(seq))
+        out.send(record(seq))
     sending = time.monotonic() - t0
     stats = out.stats()
     t1 = time.monotonic()
@@ -573,15 +574,15 @@ def test_ack_retries_until_acknowledged_and_newer_frames_supersede(pty_pair) -> 
         return out.stats()
 
     try:
-        out.send("", record(1))
+        out.send(record(1))
         settle(lambda s: s["acked"] == 1)
         silent.add(2)
-        out.send("", record(2))
+        out.send(record(2))
         s = settle(lambda s: s["unacked"] == 1)
         assert [f.seq for f in seen if f.type == DECISION].count(2) == 3 and s["retries"] == 2
         silent.add(-1)                     # the actuator stops acking altogether
-        out.send("", record(3))
-        out.send("", record(4))            # queued while 3 waits: 3 is not resent
+        out.send(record(3))
+        out.send(record(4))            # queued while 3 waits: 3 is not resent
         settle(lambda s: s["unacked"] == 3)
         counts = [f.seq for f in seen if f.type == DECISION]
         assert counts.count(3) == 1 and counts.count(4) == 3
@@ -594,11 +595,11 @@ def test_ack_retries_until_acknowledged_and_newer_frames_supersede(pty_pair) -> 
     assert out.stats()["acked"] == 2      # decision 1 and the shutdown frame
 
 
-def test_publisher_safe_state_reaches_serial_outputs_once_per_outage(pty_pair, capsys) -> None:
+def test_publisher_safe_state_reaches_serial_outputs_once_per_outage(pty_pair, capfd) -> None:
     master, port = pty_pair
     wire = Wire(master)
     serial_out = SerialOutput.open(serial_cfg(port, heartbeat_ms=5000), "serial:test", "halt")
-    publisher = Publisher([StdoutOutput(), serial_out])
+    publisher = Publisher([stdout_output(), serial_out])
     publisher.publish(record(1))
     publisher.safe_state("source_lost")
     publisher.safe_state("source_lost")   # still lost, nothing decided since: no new frame
@@ -612,7 +613,7 @@ def test_publisher_safe_state_reaches_serial_outputs_once_per_outage(pty_pair, c
                    (SAFE_STATE, 2, 1, "halt")]
     assert publisher.failures == {"stdout": 0, "serial:test": 0}
     assert publisher.stats()["serial:test"]["sent"]["safe_state"] == 3
-    assert len(capsys.readouterr().out.splitlines()) == 2   # stdout has no safe state
+    assert len(capfd.readouterr().out.splitlines()) == 2   # stdout has no safe state
 
 
 def test_loop_url_runs_without_a_reader() -> None:
@@ -620,7 +621,7 @@ def test_loop_url_runs_without_a_reader() -> None:
     out = SerialOutput.open(serial_cfg("loop://", heartbeat_ms=5000, queue=10_000),
                             "serial:loop", "stop")
     for seq in range(1, 501):   # ~14 kB: three times the loop's 4 kB buffer
-        out.send("", record(seq))
+        out.send(record(seq))
     out.close()
     s = out.stats()
     assert s["sent"] == {"decision": 500, "heartbeat": 0, "safe_state": 1}, s

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgert.config.types import SourceConfig
-from edgert.deadline import monotonic
+from edgert.clock import monotonic
 from edgert.errors import SourceUnavailable
 from edgert.frame import Frame
 from edgert.source import FrameSource, open_source
@@ -167,7 +167,7 @@ def test_file_latest_mode_serves_fresh_frames_and_counts_drops(
         frame = src.read(0.5)
         if frame is None:
             continue
-        ages.append(monotonic() - frame.captured_mono)
+        ages.append(monotonic() - frame.arrival_s)
         taken.append(frame)
         time.sleep(3 * period)  # a consumer three times slower than the video
     assert src.ended
@@ -177,8 +177,9 @@ def test_file_latest_mode_serves_fresh_frames_and_counts_drops(
     stats = src.stats()
     assert stats.dropped == indices[-1] + 1 - len(taken) == VIDEO_FRAMES - len(taken)
     assert stats.dropped >= VIDEO_FRAMES // 2 and stats.state == "ended"
-    wall_age = time.time() - taken[-1].captured_wall
-    assert wall_age == pytest.approx(monotonic() - taken[-1].captured_mono, abs=0.05)
+    # Media time is the container's: frame i sits at i periods, however late it was taken.
+    for f in taken:
+        assert f.media_s == pytest.approx(f.index * period, abs=1e-3)
 
 
 def test_file_latest_mode_is_paced_at_its_rate_capped_by_fps(
@@ -187,7 +188,7 @@ def test_file_latest_mode_is_paced_at_its_rate_capped_by_fps(
         src = started(sources, config("file", str(video), mode="latest", fps=fps))
         frames = frames_for(src, 6, timeout=5.0)
         assert [f.index for f in frames] == list(range(6))  # a fast consumer misses nothing
-        assert np.median(np.diff([f.captured_mono for f in frames])) == pytest.approx(
+        assert np.median(np.diff([f.arrival_s for f in frames])) == pytest.approx(
             period, abs=0.01)
 
 
@@ -528,7 +529,7 @@ def test_http_camera_every_mode_keeps_every_frame_in_order(camera: MjpegCamera,
 def test_http_camera_capped_by_fps(camera: MjpegCamera, sources: list[FrameSource]) -> None:
     src = started(sources, config("network", camera.url, fps=10.0, **LIVE))
     frames = frames_for(src, 12, timeout=5.0)
-    span = frames[-1].captured_mono - frames[0].captured_mono
+    span = frames[-1].arrival_s - frames[0].arrival_s
     assert 11 / span <= 10.0 * 1.1, f"{11 / span:.1f} frames/s through a 10 fps cap"
     assert [f.index for f in frames] == list(range(12))  # skipped frames take no index
     assert src.stats().skipped >= 8

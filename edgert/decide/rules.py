@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from edgert.config.types import Rule, Zone
 from edgert.decide.zones import ZoneGeometry
 from edgert.frame import Detections
-
-NO_ACTION = "none"
+from edgert.records import NO_ACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +71,6 @@ class RuleEngine:
             if fired is None and sum(st.window) >= st.k:
                 fired, action = st.rule.name, st.rule.action
         return Outcome(action, fired, tuple(matched))
-
-    def retract(self) -> None:
-        """The frame just decided was published late: its match must not count for debounce."""
-        for st in self._rules:
-            st.window[-1] = False
 
     def missed(self) -> None:
         """A frame without a decision (deadline passed) counts as not matched for debounce."""

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edgert.deadline import monotonic
+from edgert.clock import monotonic
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,7 +254,7 @@ class FusedPreprocessor:
     def warm_up(self, frame_hw: tuple[int, int] = (480, 640)) -> None:
         """Run the kernel once on a blank frame (compilation already happened at import)."""
         image = np.zeros((*frame_hw, 3), np.uint8)
-        self(Frame(index=-1, image=image, captured_wall=0.0, captured_mono=0.0))
+        self(Frame(-1, image, 0.0, 0.0))
 
     def __call__(self, frame: Frame) -> tuple[np.ndarray, Transform]:
         image = frame.image

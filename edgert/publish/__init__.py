@@ -1,8 +1,7 @@
-"""Publish: one serialised record to every configured output; one failing output stops no other."""
+"""Publish: each frame's one record, claimed by the herald and handed to every output without waiting."""
 
-from edgert.publish.base import Output, Publisher, SafeStateOutput
-from edgert.publish.lines import JsonlOutput, StdoutOutput
+from edgert.publish.base import NullOutput, Output, Post, Publisher
 
-# SerialOutput (edgert.publish.serial) is imported where it is configured, so that a device
-# without a serial output never loads pyserial.
-__all__ = ["Output", "Publisher", "SafeStateOutput", "JsonlOutput", "StdoutOutput"]
+# SerialOutput and MqttOutput are imported where they are configured, so that a device
+# without them never loads pyserial or paho.
+__all__ = ["NullOutput", "Output", "Post", "Publisher"]

@@ -1,107 +1,117 @@
-"""The output interface and the fan-out that isolates outputs from each other and from the loop."""
+"""The output interface, what outputs receive, and the fan-out that keeps outputs apart.
+
+Every output takes a `Post` without waiting: it queues it for a thread of its own (a writer,
+serial's link, MQTT's forwarder) and returns, so no reader that stops reading, no full disk
+and no dead line can hold up whoever publishes. What an output could not deliver it counts
+and reports; it never raises into the publisher for a failure of the world.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
+from edgert.records import Status
+
 log = logging.getLogger("edgert.publish")
+INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A record as outputs receive it: its JSON line, and what a non-JSON wire needs."""
+
+    kind: str            # decision | event
+    line: bytes          # the contract's JSON, no newline
+    seq: int
+    frame_id: int
+    status: str          # a decision's status; "" for an event
+    action: str
+    captured_at: float   # Unix seconds
+    not_after: float = INF   # an `ok` decision: the monotonic instant after which it is stale
+    source_id: str | None = None
 
 
 class Output(Protocol):
     name: str
 
-    def send(self, line: str, record: dict) -> None:
-        """Deliver one record (already serialised as `line`, no newline); raise OSError on failure."""
+    def send(self, post: Post) -> None:
+        """Take one record for delivery; never blocks. Raises OSError only for an output that
+        can no longer deliver anything (closed, or its reader gone for good)."""
 
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SafeStateOutput(Output, Protocol):
-    """An output that can command a safe state (serial); `Publisher.safe_state` finds it."""
-
-    def safe_state(self, reason: str) -> None:
-        """Send the configured safe action now (`reason`: "source_lost", …); never blocks."""
+    def close(self) -> None:
+        """Deliver what is queued within the output's own time limit, then release it."""
 
 
 class Publisher:
-    """Serialises a record once and hands it to every output; counts failures per output."""
+    """Hands each post to every output; counts what an output refused."""
 
     def __init__(self, outputs: Sequence[Output]) -> None:
         self.outputs = list(outputs)
         self.failures = {o.name: 0 for o in self.outputs}
 
-    @staticmethod
-    def serialize(record: dict) -> str:
-        """One compact JSON line; NaN is refused, since JSON readers on the floor reject it."""
-        return json.dumps(record, separators=(",", ":"), allow_nan=False)
-
-    def publish(self, record: dict, line: str | None = None) -> None:
-        if line is None:
-            line = self.serialize(record)
+    def publish(self, post: Post) -> None:
         for out in self.outputs:
             try:
-                out.send(line, record)
+                out.send(post)
             except (OSError, ValueError) as e:
-                self.failures[out.name] += 1
-                if self.failures[out.name] == 1 or self.failures[out.name] % 1000 == 0:
-                    log.warning("output %s failed (%d so far): %s", out.name,
-                                self.failures[out.name], e)
+                self._failed(out, "send", e)
+
+    def _failed(self, out: Output, what: str, e: Exception) -> None:
+        n = self.failures[out.name] = self.failures[out.name] + 1
+        if n == 1 or n % 1000 == 0:
+            log.warning("output %s failed to %s (%d so far): %s", out.name, what, n, e)
+
+    @property
+    def dead(self) -> bool:
+        """Every output has lost its reader for good (stdout piped into `head`): nobody is
+        listening, so the run may as well end."""
+        return bool(self.outputs) and all(getattr(o, "dead", False) for o in self.outputs)
 
     def safe_state(self, reason: str) -> None:
-        """Ask every output that has a safe state (serial) to command it; the others carry
-        only records. Failures are counted and logged like a failed publish."""
-        for out in self.outputs:
-            command = getattr(out, "safe_state", None)
-            if command is None:
-                continue
-            try:
-                command(reason)
-            except (OSError, ValueError) as e:
-                self.failures[out.name] += 1
-                log.warning("output %s failed to send a safe state (%s): %s", out.name, reason, e)
+        """Ask every output that has a safe state (serial) to command it."""
+        self._each("safe_state", reason)
 
-    def set_state(self, state: str, **detail: Any) -> None:
+    def set_state(self, status: Status) -> None:
         """Tell outputs that report health (MQTT's retained status) how the loop is doing."""
-        self._each("set_state", state, **detail)
+        self._each("set_state", status)
 
-    def metrics(self, line: str) -> None:
-        """A metrics record (JSON line) to the outputs that carry metrics (MQTT)."""
+    def metrics(self, line: bytes) -> None:
+        """A metrics record to the outputs that carry metrics (MQTT)."""
         self._each("metrics", line)
 
-    def _each(self, method: str, *args: Any, **kw: Any) -> None:
+    def _each(self, method: str, *args: Any) -> None:
         for out in self.outputs:
             call = getattr(out, method, None)
             if call is None:
                 continue
             try:
-                call(*args, **kw)
+                call(*args)
             except (OSError, ValueError) as e:
-                self.failures[out.name] += 1
-                log.warning("output %s failed (%s): %s", out.name, method, e)
+                self._failed(out, method, e)
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Per output: failed sends, and the output's own counters where it keeps some."""
+        """Per output: refused sends, and the output's own counters where it keeps some."""
         out: dict[str, dict[str, Any]] = {}
         for o in self.outputs:
             own = getattr(o, "stats", None)
             out[o.name] = {"failures": self.failures[o.name], **(own() if own else {})}
         return out
 
-    def flush(self) -> None:
-        for out in self.outputs:
-            try:
-                out.flush()
-            except (OSError, ValueError) as e:
-                log.warning("output %s failed to flush: %s", out.name, e)
-
     def close(self) -> None:
-        self.flush()
         for out in self.outputs:
             try:
                 out.close()
             except (OSError, ValueError) as e:
                 log.warning("output %s failed to close: %s", out.name, e)
+
+
+class NullOutput:
+    """Takes everything, delivers nothing: bench measures publishing up to the output."""
+
+    name = "null"
+
+    def send(self, post: Post) -> None: ...
+
+    def close(self) -> None: ...

@@ -19,7 +19,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgert.config.types import MqttConfig
-from edgert.deadline import wall
+from edgert.records import Status
+from edgert.clock import wall
+from edgert.publish.base import Post
 from edgert.publish.mqtt_forward import Forwarder
 from edgert.publish.mqtt_store import Store, StoreLocked
 
@@ -131,14 +133,11 @@ class MqttOutput:
         client.loop_start()
         return out
 
-    def send(self, line: str, record: dict) -> None:
-        if "status" in record:
-            self.forwarder.put(self._decision, line.encode(), self.cfg.decision_qos)
-        else:   # an event record (schema edgert.event/1)
-            self.forwarder.put(self._event, line.encode(), self.cfg.event_qos)
-
-    def flush(self) -> None:
-        """Nothing to do: the forwarder sends as the broker takes it; waiting would hold the loop."""
+    def send(self, post: Post) -> None:
+        if post.kind == "decision":
+            self.forwarder.put(self._decision, post.line, self.cfg.decision_qos)
+        else:
+            self.forwarder.put(self._event, post.line, self.cfg.event_qos)
 
     def close(self) -> None:
         """Deliver the queue for up to close_timeout_s (the rest stays on disk for the next run),
@@ -162,17 +161,27 @@ class MqttOutput:
                  "while offline); %d left queued in %s", self.name, s["sent"], s["acked"],
                  s["dropped"], s["offline"], self.forwarder.left, self.cfg.queue_path)
 
-    def set_state(self, state: str, **detail: Any) -> None:
+    def abandon(self) -> None:
+        """After the loop crashed: what was handed over goes to disk, and the connection is
+        dropped without a goodbye, so the broker publishes the Last Will (offline, lost)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.forwarder.close(0.0)
+        self.client.loop_stop()
+
+    def set_state(self, status: Status) -> None:
         """The loop's health for the retained status: "online", or "degraded" (a lighter ladder
         rung, a fallback provider) with what degraded it."""
-        self._state, self._state_detail = state, detail
+        self._state, self._state_detail = status.state, dict(status.detail)
         if self.client.is_connected():
             self._publish_status()
 
-    def metrics(self, line: str) -> None:
+    def metrics(self, line: bytes) -> None:
         """A periodic metrics record, QoS 0 and not queued: the next one supersedes it."""
         if self.client.is_connected():
-            self.client.publish(self._metrics, line.encode(), METRICS_QOS)
+            self.client.publish(self._metrics, line, METRICS_QOS)
 
     def stats(self) -> dict[str, Any]:
         return {"broker": f"{self.cfg.host}:{self.cfg.port}", "connects": self._connects,

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 
 from edgert.config.types import MqttConfig
-from edgert.deadline import monotonic
+from edgert.clock import monotonic
 from edgert.publish.mqtt_store import Store
 
 log = logging.getLogger("edgert.publish")

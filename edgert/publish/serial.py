@@ -17,10 +17,11 @@ from typing import Any
 import serial
 
 from edgert.config.types import SerialConfig
-from edgert.deadline import wall
+from edgert.clock import wall
 from edgert.publish.serial_frame import (DECISION, FLAG_ACK, HEARTBEAT, OTHER_STATUS,
                                          REASON_CODES, SAFE_STATE, STATUS_CODES, SerialFrame,
                                          encode)
+from edgert.publish.base import Post
 from edgert.publish.serial_link import READ_POLL_S, Link, Outgoing
 
 log = logging.getLogger("edgert.publish")
@@ -83,17 +84,16 @@ class SerialOutput:
         out.link.start()
         return out
 
-    def send(self, line: str, record: dict) -> None:
-        status = record.get("status")
-        if status is None:   # an event record: the serial frame carries decisions only
+    def send(self, post: Post) -> None:
+        if post.kind != "decision":   # the serial frame carries decisions only
             return
-        seq, frame_id = record["seq"], record["frame_id"]
+        status, seq, frame_id = post.status, post.seq, post.frame_id
         data = encode(SerialFrame(DECISION, seq, STATUS_CODES.get(status, OTHER_STATUS),
-                                  record["action"], frame_id, round(record["captured_at"] * 1e3),
+                                  post.action, frame_id, round(post.captured_at * 1e3),
                                   self._flags))
         with self._lock:
             self._last = (seq, frame_id)
-            self.link.put(Outgoing(DECISION, seq, data, self.cfg.ack))
+            self.link.put(Outgoing(DECISION, seq, data, self.cfg.ack, post.not_after))
             if status == "ok":
                 self._streak, self._latched = 0, 0
                 return
@@ -107,10 +107,6 @@ class SerialOutput:
         with self._lock:
             if self._latched != REASON_CODES.get(reason, REASON_CODES["other"]):
                 self.link.put(self._safe_frame(reason))
-
-    def flush(self) -> None:
-        """Nothing to do: the writer thread sends each frame as soon as the line takes it, and
-        waiting here for a slow line would hold up the frame loop."""
 
     def close(self) -> None:
         """Send what is queued and a final safe_state frame, then close the port (bounded)."""

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from serial import PortNotOpenError, SerialBase, SerialTimeoutException
 
 from edgert.config.types import SerialConfig
-from edgert.deadline import monotonic
+from edgert.clock import monotonic
 from edgert.publish.serial_frame import (ACK, DECISION, HEARTBEAT, SAFE_STATE, TYPE_NAMES,
                                          Deframer)
 
@@ -34,6 +34,7 @@ class Outgoing:
     seq: int
     data: bytes      # encoded, delimiter included
     ack: bool        # wait for the actuator's ack, resend without one
+    not_after: float = float("inf")   # an `ok` decision is not sent once this instant passed
 
 
 class Link:
@@ -62,6 +63,7 @@ class Link:
         self.failures = 0         # failed opens and writes
         self.reopens = 0          # the port came back after failures
         self.retries = self.acked = self.unacked = 0
+        self.stale = 0            # an `ok` decision that waited in the queue past its deadline
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"edgert-{self.name}", daemon=True)
@@ -106,6 +108,7 @@ class Link:
                     "offline": self.offline, "write_timeouts": self.write_timeouts,
                     "failures": self.failures, "reopens": self.reopens,
                     "retries": self.retries, "acked": self.acked, "unacked": self.unacked,
+                    "stale": self.stale,
                     "queued": len(self._queue)}
 
     # The writer thread from here on.
@@ -149,6 +152,9 @@ class Link:
         return Outgoing(HEARTBEAT, 0, self._heartbeat(), False)
 
     def _deliver(self, item: Outgoing) -> None:
+        if monotonic() >= item.not_after:   # an `ok` that waited past its deadline: not sent
+            self.stale += 1
+            return
         attempts = 1 + (self.cfg.ack_retries if item.ack else 0)
         written = False
         for attempt in range(attempts):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgert.clock import LIVE, Clock
 from edgert.config.types import SourceConfig
 from edgert.errors import SourceUnavailable
 from edgert.source.base import DEFAULT_FPS, FrameSource, Reader, SourceStats
@@ -17,15 +18,15 @@ KINDS = ("file", "camera", "v4l", "network", "gstreamer", "images", "pattern")
 MODES = ("latest", "every")
 
 
-def _reader(cfg: SourceConfig) -> Reader:
+def _reader(cfg: SourceConfig, clock: Clock) -> Reader:
     if cfg.kind == "images":
-        return ImageFolderReader(cfg)
+        return ImageFolderReader(cfg, clock)
     if cfg.kind == "pattern":
-        return PatternReader(cfg)
-    return CaptureReader(cfg)
+        return PatternReader(cfg, clock)
+    return CaptureReader(cfg, clock)
 
 
-def open_source(cfg: SourceConfig) -> FrameSource:
+def open_source(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main") -> FrameSource:
     """The source `cfg` describes, not yet started: call `start()` to open it.
 
     One Reader per kind of medium, driven either by a GrabberSource (a thread; `latest`
@@ -38,9 +39,9 @@ def open_source(cfg: SourceConfig) -> FrameSource:
     if cfg.mode not in MODES:
         raise SourceUnavailable(f"source {cfg.url}: unknown mode {cfg.mode!r}; "
                                 "use latest or every")
-    reader = _reader(cfg)
+    reader = _reader(cfg, clock)
     if cfg.mode == "every" and not reader.live:
         # fps caps any source: a file or folder read on demand is paced only when it is set.
         pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else cfg.fps
-        return DirectSource(reader, loop=cfg.loop, fps=pace)
-    return GrabberSource(reader, cfg)
+        return DirectSource(reader, loop=cfg.loop, fps=pace, clock=clock, source_id=source_id)
+    return GrabberSource(reader, cfg, clock, source_id)

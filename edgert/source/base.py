@@ -10,13 +10,14 @@ from typing import Protocol
 
 import numpy as np
 
-from edgert.deadline import monotonic, wall
+from edgert.clock import Clock
 from edgert.frame import Frame
 
 log = logging.getLogger("edgert.source")
 
-# A grabbed image and the monotonic instant its grab returned (the frame's capture time).
-Shot = tuple[np.ndarray, float]
+# A grabbed image, the monotonic instant its grab returned (the frame's capture time), and
+# its time in the video where the medium says (a container's timestamp), else None.
+Shot = tuple[np.ndarray, float, "float | None"]
 
 DEFAULT_FPS = 30.0  # pattern:, image folders, and files whose container states no rate
 
@@ -26,11 +27,39 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^/@:\s]*):[^/@\s]*@", r"\1:***@", url)
 
 
-def stamp(index: int, image: np.ndarray, grabbed: float, started: float) -> Frame:
+def stamp(index: int, image: np.ndarray, grabbed: float, started: float, media_s: float,
+          clock: Clock, source_id: str) -> Frame:
     """A Frame whose grab returned at `grabbed` after capture work began at `started`."""
-    done = monotonic()
-    return Frame(index=index, image=image, captured_wall=wall() - (done - grabbed),
-                 captured_mono=grabbed, capture_s=done - started)
+    return Frame(index, image, media_s, grabbed, clock.now() - started, source_id)
+
+
+class MediaTime:
+    """A source's own time line: the container's timestamps where it has them, else the
+    frame index over the rate; a live source's capture time. A looping file continues
+    where its last pass ended, so windows and ages measured in media time never run back."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.period = 1.0 / DEFAULT_FPS
+        self._offset = 0.0
+        self._last = -self.period
+        self._n = 0
+
+    def set_rate(self, fps: float | None) -> None:
+        if fps:
+            self.period = 1.0 / fps
+
+    def at(self, grabbed: float, media: float | None) -> float:
+        if self.live:
+            return grabbed
+        t = self._offset + (media if media is not None else self._n * self.period)
+        self._n += 1
+        self._last = t
+        return t
+
+    def rewind(self) -> None:
+        """The medium starts again: its time line goes on one period after the last frame."""
+        self._offset, self._n = self._last + self.period, 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edgert.config.types import SourceConfig
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.errors import SourceError, SourceUnavailable
 from edgert.source.base import Shot, redact
 
@@ -37,7 +37,8 @@ class CaptureReader:
     first camera sets it from its stall_timeout_s. GStreamer pipelines have no read timeout.
     """
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, clock: Clock) -> None:
+        self.clock = clock
         self.kind, self.target, self.description = cfg.kind, cfg.target, redact(cfg.url)
         self.live = cfg.kind != "file"
         self._shown = f"camera {cfg.target}" if cfg.kind == "camera" else redact(cfg.target)
@@ -101,14 +102,18 @@ class CaptureReader:
                 raise SourceError("no frame: the stream ended, failed, or sent nothing for "
                                   f"{self._read_ms / 1000:g} s")
             raise SourceError(f"no frame from {self._shown}: it stopped, stalled or went away")
-        grabbed = monotonic()
+        grabbed = self.clock.now()
         ok, image = cap.retrieve() if into is None else cap.retrieve(image=into)
         if not ok or image is None:
             raise SourceError("a grabbed frame could not be decoded")
         if image.ndim == 2:  # a grey camera: the contract is BGR
             fits = into is not None and into.shape == (*image.shape, 3)
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=into if fits else None)
-        return image, grabbed
+        if self.live:
+            return image, grabbed, None
+        # The container's presentation time of the frame just grabbed; some files have none.
+        pos = cap.get(cv2.CAP_PROP_POS_MSEC)
+        return image, grabbed, pos / 1e3 if math.isfinite(pos) and pos > 0.0 else None
 
     def rate(self) -> float | None:
         fps = self._cap.get(cv2.CAP_PROP_FPS) if self._cap is not None else 0.0

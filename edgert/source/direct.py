@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.errors import SourceError
 from edgert.frame import Frame
-from edgert.source.base import Reader, SourceStats, Tally, stamp
+from edgert.source.base import MediaTime, Reader, SourceStats, Tally, stamp
 from edgert.source.ring import BufferRing
 from edgert.source.timing import Pacer
 
@@ -19,7 +17,12 @@ class DirectSource:
     Meant for one consumer thread; `stats` may be called from any thread.
     """
 
-    def __init__(self, reader: Reader, *, loop: bool, fps: float | None) -> None:
+    on_demand = True   # a frame is decoded when asked for: it is as fresh as the asking
+
+    def __init__(self, reader: Reader, *, loop: bool, fps: float | None, clock: Clock,
+                 source_id: str = "main") -> None:
+        self._clock, self.source_id = clock, source_id
+        self._media = MediaTime(live=False)
         self._reader = reader
         self._loop = loop
         self._pacer = Pacer(fps) if fps else None
@@ -34,6 +37,7 @@ class DirectSource:
     def start(self) -> None:
         self._reader.validate()
         self._reader.open()
+        self._media.set_rate(self._reader.rate())
         self._open = True
 
     @property
@@ -46,27 +50,28 @@ class DirectSource:
     def read(self, timeout: float) -> Frame | None:
         if not self._open or self._ended:
             return None
-        deadline = monotonic() + max(0.0, timeout)
+        clock = self._clock
+        deadline = clock.now() + max(0.0, timeout)
         if self._held is not None:
             self._ring.release(self._held)
             self._held = None
         if self._pacer is not None:
-            now = monotonic()
+            now = clock.now()
             due = self._pacer.due(now)
             if due > deadline:
-                time.sleep(max(0.0, deadline - now))
+                clock.sleep(deadline - now)
                 return None
             if due > now:
-                time.sleep(due - now)
+                clock.sleep(due - now)
         while True:
             slot = self._ring.acquire()
-            started = monotonic()
+            started = clock.now()
             try:
                 shot = self._reader.read(self._ring.buffer(slot))
             except SourceError as exc:  # one undecodable image: count it and read on
                 self._ring.release(slot)
                 self._tally.failed(str(exc), outage=False)
-                if monotonic() >= deadline:
+                if clock.now() >= deadline:
                     return None
                 continue
             if shot is None:
@@ -74,8 +79,9 @@ class DirectSource:
                 if not self._rewind():
                     return None
                 continue
-            image, grabbed = shot
-            frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started)
+            image, grabbed, media = shot
+            frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started,
+                          self._media.at(grabbed, media), clock, self.source_id)
             self._held = slot
             self._index += 1
             self._pass_frames += 1
@@ -95,6 +101,7 @@ class DirectSource:
             self._finish(str(exc))
             return False
         self._pass_frames = 0
+        self._media.rewind()
         return True
 
     def _finish(self, error: str | None) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 from edgert.config.types import SourceConfig
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.errors import SourceError
 from edgert.frame import Frame
-from edgert.source.base import DEFAULT_FPS, Reader, Shot, SourceStats, Tally, log
+from edgert.source.base import DEFAULT_FPS, MediaTime, Reader, Shot, SourceStats, Tally, log
 from edgert.source.mailbox import Mailbox
 from edgert.source.timing import Backoff, Pacer, RateCap
 
@@ -22,7 +22,9 @@ class GrabberSource:
     logged once per outage, and the reader is reopened with exponential backoff.
     """
 
-    def __init__(self, reader: Reader, cfg: SourceConfig) -> None:
+    def __init__(self, reader: Reader, cfg: SourceConfig, clock: Clock,
+                 source_id: str = "main") -> None:
+        self._clock = clock
         self._reader = reader
         self._loop = cfg.loop
         self._fps = cfg.fps
@@ -30,7 +32,8 @@ class GrabberSource:
         # A blocked OpenCV call cannot be interrupted; close waits for the backend's timeouts.
         self._join_s = 2.0 * cfg.stall_timeout_s + 5.0
         self._tally = Tally(reader.description)
-        self._mailbox = Mailbox(latest=cfg.mode != "every", tally=self._tally)
+        self._mailbox = Mailbox(latest=cfg.mode != "every", tally=self._tally, clock=clock,
+                                media=MediaTime(reader.live), source_id=source_id)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,7 +95,7 @@ class GrabberSource:
                 if not opened:
                     self._reader.open()
                     opened = True
-                started = monotonic()
+                started = self._clock.now()
                 shot = self._read(slot)
                 if shot is None:
                     raise SourceError("the stream ended")
@@ -112,18 +115,19 @@ class GrabberSource:
             self._mailbox.publish(slot, shot, started)
 
     def _run_recorded(self) -> None:
+        self._mailbox.media.set_rate(self._reader.rate())
         rate = self._reader.rate() or DEFAULT_FPS
         pacer = Pacer(min(rate, self._fps) if self._fps else rate)
         pass_frames = 0
         while not self._stop.is_set():
-            now = monotonic()
+            now = self._clock.now()
             due = pacer.due(now)
             if due > now and self._stop.wait(due - now):
                 return
             slot = self._mailbox.acquire(self._stop)
             if slot is None:
                 return
-            started = monotonic()
+            started = self._clock.now()
             try:
                 shot = self._read(slot)
             except SourceError as exc:  # one undecodable image: count it and read on
@@ -141,6 +145,7 @@ class GrabberSource:
                     self._finish(str(exc))
                     return
                 pass_frames = 0
+                self._mailbox.media.rewind()
                 continue
             pass_frames += 1
             self._mailbox.publish(slot, shot, started)

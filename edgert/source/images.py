@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from edgert.config.types import SourceConfig
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.errors import SourceError, SourceUnavailable
 from edgert.source.base import Shot, redact
 
@@ -21,7 +21,8 @@ class ImageFolderReader:
 
     live = False
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, clock: Clock) -> None:
+        self.clock = clock
         self.description = redact(cfg.url)
         self.folder = Path(cfg.target)
         self._files: list[Path] = []
@@ -59,13 +60,13 @@ class ImageFolderReader:
         # imread(path, dst) would decode in place but leaves dst untouched on a corrupt file,
         # with no way to tell; the transient decode is cheap next to the copy we keep.
         decoded = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        grabbed = monotonic()
+        grabbed = self.clock.now()
         if decoded is None:
             raise SourceError(f"cannot decode {path}")
         if into is None or into.shape != decoded.shape:
-            return decoded, grabbed
+            return decoded, grabbed, None
         np.copyto(into, decoded)
-        return into, grabbed
+        return into, grabbed, None
 
     def rate(self) -> float | None:
         return None

@@ -7,9 +7,9 @@ from collections import deque
 
 import numpy as np
 
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.frame import Frame
-from edgert.source.base import Shot, Tally, stamp
+from edgert.source.base import MediaTime, Shot, Tally, stamp
 from edgert.source.ring import BufferRing
 
 QUEUE = 4  # `every` mode on a live source: enough to ride out a slow frame, not to lag
@@ -24,7 +24,9 @@ class Mailbox:
     The consumer's current frame keeps its buffer until the consumer asks for the next one.
     """
 
-    def __init__(self, *, latest: bool, tally: Tally) -> None:
+    def __init__(self, *, latest: bool, tally: Tally, clock: Clock, media: MediaTime,
+                 source_id: str) -> None:
+        self._clock, self.media, self._source_id = clock, media, source_id
         self._latest = latest
         self._tally = tally
         # One buffer being filled, one held by the consumer, the rest waiting.
@@ -60,10 +62,11 @@ class Mailbox:
             self._cond.notify_all()
 
     def publish(self, slot: int, shot: Shot, started: float) -> None:
-        image, grabbed = shot
+        image, grabbed, media = shot
         dropped = 0
         with self._cond:
-            frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started)
+            frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started,
+                          self.media.at(grabbed, media), self._clock, self._source_id)
             self._index += 1
             if self._latest and self._queue:
                 old, _ = self._queue.popleft()
@@ -82,14 +85,14 @@ class Mailbox:
     # The consumer's side.
 
     def take(self, timeout: float) -> Frame | None:
-        deadline = monotonic() + max(0.0, timeout)
+        deadline = self._clock.now() + max(0.0, timeout)
         with self._cond:
             if self._held is not None:
                 self._ring.release(self._held)
                 self._held = None
                 self._cond.notify_all()
             while not self._queue:
-                remaining = deadline - monotonic()
+                remaining = deadline - self._clock.now()
                 if self._exhausted or self._closed or remaining <= 0.0:
                     return None
                 self._cond.wait(remaining)

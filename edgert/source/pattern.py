@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from edgert.config.types import SourceConfig
-from edgert.deadline import monotonic
+from edgert.clock import Clock
 from edgert.errors import SourceUnavailable
 from edgert.source.base import Shot, redact
 
@@ -20,7 +20,8 @@ class PatternReader:
 
     live = False
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, clock: Clock) -> None:
+        self.clock = clock
         self.description = redact(cfg.url)
         height, width = cfg.size
         self._shape = (int(height), int(width), 3)
@@ -60,7 +61,7 @@ class PatternReader:
             cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
                         max(1, int(weight * scale)), cv2.LINE_AA)
         self._count += 1
-        return image, monotonic()
+        return image, self.clock.now(), None
 
     def rate(self) -> float | None:
         return None

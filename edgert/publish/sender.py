@@ -1,0 +1,387 @@
+"""The sender process: the herald and every output, out of reach of the loop's interpreter lock.
+
+Why a process: at the deadline the record must go out even while the loop's threads hold the
+GIL and the scheduler has preempted them for other work on the board. A real-time thread in
+the same interpreter still needs that lock, and the GIL has no priority inheritance: measured
+under two busy processes, fail-safes arrived up to 80 ms late and `ok` records that were
+claimed in time finished their send after the deadline. Here the herald owns its own
+interpreter; it and every output thread run at SCHED_FIFO where allowed, so nothing an
+ordinary process does can delay them, and the loop only ever writes one small message per
+event to a socket.
+
+Protocol: pickled tuples over an AF_UNIX SOCK_SEQPACKET pair (one message each, in order).
+The loop's side is `SenderProcess`; `LocalHerald` offers the same methods in-process, where
+deadlines are not enforced (bench, fast replay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import mmap
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgert.clock import LIVE, Clock
+from edgert.config.types import Config
+from edgert.errors import ConfigError, EdgertError
+from edgert.publish.base import Output, Publisher
+from edgert.publish.herald import BOARD_SLOTS, Armed, Herald, Offer, Outcome, new_board
+from edgert.codec import encode
+from edgert.records import Metrics, Status
+
+log = logging.getLogger("edgert.publish")
+
+RT_PRIORITY = 10          # the herald; above ordinary threads, below the kernel's helpers (50+)
+RT_OUTPUTS = 8            # output threads: below the herald, above everything ordinary
+SWITCH_S = 0.0002         # the sender's GIL hand-off: its threads are few and all real-time
+START_S = 60.0            # opening outputs (a serial port, TLS files) before ready
+SOCK_BUF = 1 << 21
+MAX_MSG = 1 << 21
+
+
+class HeraldPort(Protocol):
+    """What the loop sees of the herald, wherever it runs."""
+
+    board: np.ndarray
+    priority: str
+
+    def arm(self, armed: Armed) -> None: ...
+
+    def offer(self, offer: Offer) -> None: ...
+
+    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+                error: str | None = None) -> None: ...
+
+    def safe_state(self, reason: str) -> None: ...
+
+    def set_state(self, status: Status) -> None: ...
+
+    def metrics(self, m: Metrics) -> None:
+        """A metrics record; the output counters are added where the outputs live."""
+
+    def take_outcomes(self) -> list[Outcome]: ...
+
+    @property
+    def dead(self) -> bool: ...
+
+    def close(self) -> dict[str, Any]: ...
+
+
+class LocalHerald:
+    """The herald on the loop's own thread, for runs whose deadlines are measured, not enforced."""
+
+    priority = "in-process"
+
+    def __init__(self, cfg: Config, run_id: str, outputs: list[Output], clock: Clock = LIVE) -> None:
+        self.board = new_board()
+        self.publisher = Publisher(outputs)
+        self.herald = Herald(cfg, run_id, self.publisher, clock, self.board)
+
+    def arm(self, armed: Armed) -> None:
+        self.herald.arm(armed)
+
+    def offer(self, offer: Offer) -> None:
+        self.herald.offer(offer)
+
+    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+                error: str | None = None) -> None:
+        self.herald.overrun(seq, cause, stage, latency_ms, error)
+
+    def safe_state(self, reason: str) -> None:
+        self.publisher.safe_state(reason)
+
+    def set_state(self, status: Status) -> None:
+        self.publisher.set_state(status)
+
+    def metrics(self, m: Metrics) -> None:
+        self.publisher.metrics(encode(dataclasses.replace(m, outputs=self.publisher.stats())))
+
+    def take_outcomes(self) -> list[Outcome]:
+        return self.herald.take_outcomes()
+
+    @property
+    def dead(self) -> bool:
+        return self.publisher.dead
+
+    def close(self) -> dict[str, Any]:
+        self.herald.fire()
+        self.publisher.close()
+        return {"outputs": self.publisher.stats(), "fired": self.herald.fired,
+                "late_ok": self.herald.late_ok, "priority": self.priority}
+
+
+class SenderProcess:
+    """The loop's side of the sender process: starts it, talks to it, never waits on it."""
+
+    def __init__(self, proc: subprocess.Popen, sock: socket.socket, board: np.ndarray,
+                 shm: mmap.mmap, priority: str) -> None:
+        self._proc, self._sock, self.board, self._shm = proc, sock, board, shm
+        self.priority = priority
+        self._outcomes: list[Outcome] = []
+        self._dead = False
+        self._lost = False
+        self._closed: dict[str, Any] | None = None
+
+    @classmethod
+    def start(cls, cfg: Config, run_id: str, realtime: bool) -> SenderProcess:
+        """Start the process and wait until its outputs are open; a ConfigError from opening
+        one (a missing serial port, a bad TLS file) comes back here as it would in-process."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCK_BUF)
+        memfd = os.memfd_create("edgert-board", os.MFD_CLOEXEC)
+        os.ftruncate(memfd, BOARD_SLOTS * 8)
+        shm = mmap.mmap(memfd, BOARD_SLOTS * 8)
+        board = np.ndarray((BOARD_SLOTS,), np.float64, buffer=shm)
+        board[:] = new_board()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgert.publish.sender", str(theirs.fileno()), str(memfd)],
+                pass_fds=(theirs.fileno(), memfd), stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+            os.close(memfd)
+        ours.sendall(pickle.dumps((cfg, run_id, realtime, logging.getLogger().level)))
+        ours.settimeout(START_S)
+        try:
+            reply = pickle.loads(ours.recv(MAX_MSG) or pickle.dumps(("fatal", "it exited")))
+        except (socket.timeout, OSError, EOFError) as e:
+            reply = ("fatal", f"no answer ({e})")
+        if reply[0] != "ready":
+            ours.close()
+            proc.wait(10)
+            if reply[0] == "error":
+                raise ConfigError(*reply[1:])
+            raise EdgertError(f"the sender process could not start: {reply[1]}")
+        ours.settimeout(None)
+        ours.setblocking(True)
+        return cls(proc, ours, board, shm, reply[1])
+
+    def _send(self, msg: tuple) -> None:
+        if self._lost:
+            return
+        try:
+            self._sock.sendall(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as e:
+            self._lost = True
+            log.error("the sender process is gone (%s): no record can be published", e)
+
+    def arm(self, armed: Armed) -> None:
+        self._send(("arm", armed))
+
+    def offer(self, offer: Offer) -> None:
+        self._send(("offer", offer))
+
+    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+                error: str | None = None) -> None:
+        self._send(("overrun", seq, cause, stage, latency_ms, error))
+
+    def safe_state(self, reason: str) -> None:
+        self._send(("safe", reason))
+
+    def set_state(self, status: Status) -> None:
+        self._send(("state", status))
+
+    def metrics(self, m: Metrics) -> None:
+        self._send(("metrics", m))
+
+    def _receive(self, block: bool = False, timeout: float | None = None) -> bool:
+        """Read what the sender said; True once it has closed."""
+        while self._closed is None:
+            try:
+                if block:
+                    self._sock.settimeout(timeout)
+                    data = self._sock.recv(MAX_MSG)
+                else:
+                    data = self._sock.recv(MAX_MSG, socket.MSG_DONTWAIT)
+            except (BlockingIOError, socket.timeout):
+                return False
+            except OSError:
+                data = b""
+            if not data:
+                self._lost = True
+                self._closed = {}
+                break
+            msg = pickle.loads(data)
+            if msg[0] == "outcomes":
+                self._outcomes.extend(msg[1])
+            elif msg[0] == "dead":
+                self._dead = True
+            elif msg[0] == "closed":
+                self._outcomes.extend(msg[2])
+                self._closed = msg[1]
+        return self._closed is not None
+
+    def take_outcomes(self) -> list[Outcome]:
+        self._receive()
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    @property
+    def dead(self) -> bool:
+        self._receive()
+        return self._dead or self._lost
+
+    def close(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Ask the sender to finish: it sends what is owed, closes every output (each within
+        its own limit) and answers with its counts."""
+        self._send(("close",))
+        if not self._lost:
+            self._receive(block=True, timeout=timeout)
+        self._sock.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        stats = self._closed or {}
+        stats.setdefault("priority", self.priority)
+        return stats
+
+
+# The sender process itself.
+
+def _realtime(priority: int) -> bool:
+    try:   # pid 0: the calling thread; threads it starts later inherit the policy
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
+
+
+class _Sender:
+    """The process's one dispatching thread: messages in, records out, `fire` at deadlines."""
+
+    def __init__(self, sock: socket.socket, herald: Herald, publisher: Publisher) -> None:
+        self.sock, self.herald, self.publisher = sock, herald, publisher
+        self._pending: list[tuple] = []   # replies the loop has not taken yet
+        self._told_dead = False
+
+    def run(self) -> int:
+        herald, clock = self.herald, self.herald.clock
+        while True:
+            due = herald.due()
+            wait = None if due == float("inf") else max(0.0, due - clock.now())
+            if self._pending:
+                wait = 0.05 if wait is None else min(wait, 0.05)
+            readable, _, _ = select.select([self.sock], [], [], wait)
+            if readable:
+                try:
+                    data = self.sock.recv(MAX_MSG)
+                except OSError:
+                    data = b""
+                if not data:
+                    return self._orphaned()
+                msg = pickle.loads(data)
+                if msg[0] == "close":
+                    return self._close()
+                self._handle(msg)
+            herald.fire()
+            self._reply()
+
+    def _handle(self, msg: tuple) -> None:
+        kind, herald = msg[0], self.herald
+        if kind == "arm":
+            herald.arm(msg[1])
+        elif kind == "offer":
+            herald.offer(msg[1])
+        elif kind == "overrun":
+            herald.overrun(*msg[1:])
+        elif kind == "safe":
+            self.publisher.safe_state(msg[1])
+        elif kind == "state":
+            self.publisher.set_state(msg[1])
+        elif kind == "metrics":
+            m = dataclasses.replace(msg[1], outputs=self.publisher.stats())
+            self.publisher.metrics(encode(m))
+
+    def _reply(self) -> None:
+        outcomes = self.herald.take_outcomes()
+        if outcomes:
+            self._pending.append(("outcomes", outcomes))
+        if not self._told_dead and self.publisher.dead:
+            self._told_dead = True
+            self._pending.append(("dead",))
+        while self._pending:
+            try:
+                self.sock.send(pickle.dumps(self._pending[0]), socket.MSG_DONTWAIT)
+            except BlockingIOError:   # the loop reads at its next frame; never wait for it
+                return
+            except OSError:
+                self._pending.clear()
+                return
+            self._pending.pop(0)
+
+    def _close(self) -> int:
+        self.herald.fire()
+        self.publisher.close()
+        stats = {"outputs": self.publisher.stats(), "fired": self.herald.fired,
+                 "late_ok": self.herald.late_ok}
+        rest = [o for m in self._pending if m[0] == "outcomes" for o in m[1]]
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(pickle.dumps(("closed", stats, rest + self.herald.take_outcomes())))
+        except OSError:
+            pass
+        return 0
+
+    def _orphaned(self) -> int:
+        """The loop died (a crash, SIGKILL): what it had armed will never be offered, so it
+        gets the policy's record now; then every output is closed as after a crash (MQTT
+        leaves without its goodbye, so the broker publishes the Last Will)."""
+        herald = self.herald
+        armed = herald.due() != float("inf")
+        if armed and herald._armed is not None:
+            herald.overrun(herald._armed.seq, "error", "publish", {}, "the loop has stopped")
+        for out in self.publisher.outputs:
+            abandon = getattr(out, "abandon", None)
+            try:
+                abandon() if abandon is not None else out.close()
+            except (OSError, ValueError) as e:
+                log.warning("output %s failed to close: %s", out.name, e)
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    # The loop's process decides when to stop: Ctrl-C and systemd's SIGTERM reach the whole
+    # group, and the sender must outlive the loop long enough to send what it is owed.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[0]))
+    shm = mmap.mmap(int(argv[1]), BOARD_SLOTS * 8)
+    board = np.ndarray((BOARD_SLOTS,), np.float64, buffer=shm)
+    cfg, run_id, realtime, level = pickle.loads(sock.recv(MAX_MSG))
+    logging.basicConfig(level=level or logging.INFO, stream=sys.stderr,
+                        format="edgert: %(levelname)s: %(message)s")
+    rt = realtime and _realtime(RT_OUTPUTS)   # before the outputs start their threads
+    sys.setswitchinterval(SWITCH_S)
+    from edgert.publish.factory import make_outputs
+    try:
+        outputs = make_outputs(cfg)
+    except ConfigError as e:
+        sock.sendall(pickle.dumps(("error", e.file, e.key, e.problem, e.fix)))
+        return 2
+    except Exception as e:  # noqa: BLE001 - reported to the loop, which exits 1
+        sock.sendall(pickle.dumps(("fatal", f"{type(e).__name__}: {e}")))
+        return 1
+    rt = rt and _realtime(RT_PRIORITY)
+    publisher = Publisher(outputs)
+    herald = Herald(cfg, run_id, publisher, LIVE, board)
+    sock.sendall(pickle.dumps(("ready", "realtime" if rt else "normal")))
+    code = _Sender(sock, herald, publisher).run()
+    sys.stderr.flush()
+    os._exit(code)   # output threads blocked on a reader that stopped must not hold the exit
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""From config to ready stages: sessions, decoders, preprocessing, rungs — and their warm-up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from edgert.clock import Clock
+from edgert.config.types import Config, ModelConfig
+from edgert.costs import StageCosts
+from edgert.deadline import Deadline
+from edgert.decide import RuleEngine
+from edgert.errors import ConfigError, ModelError
+from edgert.frame import Frame
+from edgert.guard import Ticket
+from edgert.infer import InferenceRunner, ModelInfo, load_model
+from edgert.pipeline import Pipeline, Preprocess
+from edgert.postprocess import make_decoder
+from edgert.preprocess import ReferencePreprocessor
+from edgert.publish.herald import new_board
+
+
+def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
+             key: str = "model") -> tuple[int, int]:
+    """The model's input size: the file's static shape, else the config; never both disagreeing."""
+    model = model or cfg.model
+    static, wanted = info.static_hw, model.input.size
+    where = "model.input.size" if key == "model" else f"{key}.size"
+    if static and wanted and tuple(wanted) != static:
+        raise ModelError(f"{cfg.file}: {where} is {list(wanted)} but {info.path} has a "
+                         f"fixed input of {list(static)}; remove {where} or fix it")
+    if static:
+        return static
+    if wanted:
+        return wanted
+    raise ModelError(f"{cfg.file}: {where} is missing and {info.path} has a dynamic "
+                     f"input shape; set {where} = [height, width]")
+
+
+def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
+    """A rule naming a label the model does not have would silently never fire."""
+    if not labels:   # a user decoder that names no labels: nothing to check against
+        return
+    for i, rule in enumerate(cfg.rules):
+        for lab in rule.labels:
+            if lab not in labels:
+                shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
+                raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, which the "
+                                  f"model does not have", f"use one of its labels: {shown}")
+
+
+def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, name: str,
+              key: str) -> tuple[Pipeline, ModelInfo]:
+    """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
+    session, info = load_model(model.path, cfg.runtime, str(cfg.file))
+    hw = input_hw(cfg, info, model, key)
+    decoder = make_decoder(model, info, hw, cfg.runtime.kernels)
+    dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
+    pre: Preprocess
+    if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
+        from edgert.preprocess.fused import FusedPreprocessor
+        pre = FusedPreprocessor(model.input, hw, dtype)
+    else:
+        pre = ReferencePreprocessor(model.input, hw, dtype)
+    return Pipeline(pre, InferenceRunner(session, info.input_name), decoder, rules, clock, name,
+                    cfg.runtime.cost_quantile), info
+
+
+def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
+    """The main model's pipeline and one per ladder rung, sharing one rule engine."""
+    rules = RuleEngine(cfg.rules, cfg.zones)
+    main, info = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
+    check_rule_labels(cfg, main.decoder.labels)
+    rungs = [main]
+    for i, rung in enumerate(cfg.runtime.ladder.rungs):
+        key = f"runtime.ladder.rungs[{i}]"
+        size = rung.size or cfg.model.input.size
+        model = dataclasses.replace(cfg.model, path=rung.path,
+                                    input=dataclasses.replace(cfg.model.input, size=size))
+        pipeline, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
+        if pipeline.decoder.labels != main.decoder.labels:
+            raise ConfigError(str(cfg.file), key, f"runs {rung.path.name}, whose labels differ "
+                              "from the main model's", "give every rung a model with the same "
+                              "labels (rules must mean the same on every rung)")
+        rungs.append(pipeline)
+    return rungs, info
+
+
+def expected_frame_hw(cfg: Config) -> tuple[int, int]:
+    """The frame size to warm up at when no frame is at hand (`edgert check`)."""
+    src = cfg.source
+    if src.kind == "pattern":
+        return src.size
+    if src.kind == "file":
+        cap = cv2.VideoCapture(src.target, cv2.CAP_FFMPEG)
+        try:
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            cap.release()
+        if w > 0 and h > 0:
+            return h, w
+    return 480, 640
+
+
+def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarray,
+            clock: Clock, runs: int = 3) -> list[float]:
+    """Pay session initialisation, kernel compilation and first-run costs of every rung on
+    `image` (the source's real first frame where there is one), touching no rule state and
+    making no record. Returns each rung's unloaded median inference (s), for the ladder."""
+    frame = Frame(-1, image, 0.0, clock.now())
+    board = new_board()
+    baseline = []
+    for pipeline in rungs:
+        state = pipeline.rules
+        pipeline.rules = RuleEngine((), ())   # warm-up frames must not touch debounce
+        infer_ms = []
+        try:
+            for i in range(runs):
+                t = Ticket(frame, Deadline.never(), pipeline.runner, -1 - i, board, clock.now())
+                result = pipeline.process(t)
+                if result.stage == "postprocess" and result.error:
+                    raise ModelError(f"{cfg.file}: model.family {cfg.model.family!r} failed on "
+                                     f"the first inference ({result.error}); fix the decoder "
+                                     "or the family")
+                if result.error:
+                    raise ModelError(f"{info.path}: the first inference failed ({result.error}); "
+                                     "check the model and model.input")
+                infer_ms.append(result.latency_ms["infer"])
+        finally:
+            pipeline.rules = state
+            # First runs are slow outliers: learn stage costs from real frames only.
+            pipeline.costs = StageCosts(quantile=pipeline.cost_quantile)
+        later = infer_ms[1:] or infer_ms
+        baseline.append(sorted(later)[len(later) // 2] / 1e3)
+    return baseline

@@ -1,0 +1,134 @@
+"""Outputs never make their publisher wait: a reader that stops reading, a full disk, a dead pipe
+are counted and dropped per record, and a line in a file is whole or absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO_CONFIG, REPO
+
+from edgert.clock import ManualClock
+from edgert.publish import Post
+from edgert.publish.lines import LineWriter, jsonl_output
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def post(seq: int, size: int = 200, status: str = "ok", not_after: float = float("inf")) -> Post:
+    line = json.dumps({"seq": seq, "pad": "x" * size}).encode()
+    return Post("decision", line, seq, seq, status, "none", time.time(), not_after)
+
+
+def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} within {timeout} s")
+        time.sleep(0.01)
+
+
+def test_a_reader_that_stops_reading_never_holds_the_sender() -> None:
+    import fcntl
+    import struct
+    import termios
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)   # a small pipe: full after ~17 lines
+    out = LineWriter("pipe", w, truncates=False, owns_fd=True, queue=64)
+    done = threading.Event()
+
+    def publish() -> None:
+        for seq in range(1, 5001):   # ~1 MB: far more than the pipe and the queue hold
+            out.send(post(seq))
+        done.set()
+
+    threading.Thread(target=publish, daemon=True).start()
+    # A condition, not a time: the sends all return although nobody reads.
+    wait_until(done.is_set, what="return from 5,000 sends to a pipe nobody reads")
+    s = out.stats()
+    assert s["dropped"] > 4000 and s["written"] < 100
+
+    def in_pipe() -> int:
+        return struct.unpack("i", fcntl.ioctl(r, termios.FIONREAD, b"\0" * 4))[0]
+
+    wait_until(lambda: in_pipe() > 4096 - 300, what="a full pipe")   # the writer is stuck now
+    os.close(r)   # the reader goes away: the writer's blocked write fails, the output is dead
+    wait_until(lambda: out.stats()["dead"], what="dead output after the reader left")
+    out.close(timeout=5)
+
+
+def test_an_ok_that_waited_past_its_deadline_is_dropped_not_written_late(tmp_path: Path) -> None:
+    clock = ManualClock()
+    out = jsonl_output(tmp_path / "d.jsonl", clock)
+    out.send(post(1, not_after=clock.now() + 0.05))
+    wait_until(lambda: out.stats()["written"] == 1, what="the first line")
+    clock.advance(0.1)
+    out.send(post(2, not_after=clock.now() - 0.001))                       # stale ok
+    out.send(post(3, status="fail_safe", not_after=clock.now() - 0.001))   # not an ok: written
+    out.close()
+    lines = (tmp_path / "d.jsonl").read_text().splitlines()
+    assert [json.loads(x)["seq"] for x in lines] == [1, 3]
+    assert out.stats()["stale"] == 1
+
+
+def test_a_full_disk_is_counted_per_record_and_the_file_holds_only_whole_lines(
+        tmp_path: Path) -> None:
+    """A file that can take 1,000 bytes more: the line that does not fit is cut back off."""
+    import resource
+    import signal
+
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"seq":0}\n')
+    code = f"""
+import json, os, resource, signal, sys, time
+sys.path.insert(0, {str(REPO)!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of being killed
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize({str(path)!r}) + 1000,) * 2)
+from edgert.publish import Post
+from edgert.publish.lines import jsonl_output
+out = jsonl_output({str(path)!r})
+for seq in range(1, 21):
+    line = json.dumps({{"seq": seq, "pad": "x" * 150}}).encode()
+    out.send(Post("decision", line, seq, seq, "fail_safe", "stop", time.time()))
+out.close()
+print(json.dumps(out.stats()))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    text = path.read_text()
+    assert text.endswith("\n")
+    seqs = [json.loads(x)["seq"] for x in text.splitlines()]   # every line parses
+    assert seqs == list(range(0, len(seqs)))
+    assert stats["written"] == len(seqs) - 1 and stats["failed"] == 20 - stats["written"] > 0
+    assert "File too large" in proc.stderr or "full" in proc.stderr
+    del resource, signal
+
+
+def test_dev_full_fails_every_line_without_stalling() -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    out = jsonl_output(Path("/dev/full"))
+    for seq in range(1, 101):
+        out.send(post(seq))
+    wait_until(lambda: out.stats()["failed"] == 100, what="100 counted failures")
+    out.close()
+
+
+def test_run_piped_into_head_ends_cleanly() -> None:
+    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m edgert run {DEMO_CONFIG} | head -3",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True,
+                          env=ENV, timeout=120, cwd=REPO)
+    assert len(proc.stdout.splitlines()) == 3
+    assert "Traceback" not in proc.stderr
+    assert "lost its reader" in proc.stderr   # it ended because nobody listens, not at the end
+    assert proc.returncode == 0, proc.stderr[-2000:]
