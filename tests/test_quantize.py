@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -188,6 +190,32 @@ def test_a_folder_of_videos_shares_calibration_and_held_out_frames_over_all(
     assert sum(v < 121 for v in calib) == 3 and sum(v < 121 for v in held) == 4   # both videos
     assert min(abs(c - h) for c in calib for h in held) > 2    # never the same frame twice
     assert "videos" not in sets.eval_note and folder.name in sets.eval_note
+
+
+def _from_onnxruntime(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    ort_dir = os.path.dirname(ort.__file__) + os.sep
+    return [r for r in records if r.pathname.startswith(ort_dir) or r.name.startswith("onnxruntime")]
+
+
+def test_onnxruntime_quantizer_logs_stay_off_screen_unless_verbose(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime.quantization logs ~300 INFO lines a run ("Increased scale[…]", "Created a
+    copy of bias input …") through the root logger, which `edgert` prints at INFO; only
+    `edgert -v` (DEBUG) may show them."""
+    model = small_detector(tmp_path / "det.onnx")
+    xs = [np.random.default_rng(i).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+          for i in range(4)]
+    for level, work in ((logging.INFO, tmp_path / "quiet"), (logging.DEBUG, tmp_path / "verbose")):
+        work.mkdir()
+        caplog.clear()
+        caplog.set_level(level)
+        Quantizer(prepare(model, work), TensorReader("images", xs), work)(())
+        chatter = _from_onnxruntime(caplog.records)
+        if level == logging.INFO:
+            assert chatter == [], [r.getMessage() for r in chatter[:3]]
+        else:   # they exist: -v shows them
+            assert chatter and any(r.levelno == logging.INFO for r in chatter)
+    assert logging.getLogger().filters == [] and logging.getLogger("onnxruntime").level == 0
 
 
 def test_output_tail_stays_float_so_scores_keep_their_own_scale(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 
 from edgert.errors import ModelError, UsageError
+from edgert.quantize.quiet import quiet_onnxruntime
 
 log = logging.getLogger("edgert.quantize")
 
@@ -108,7 +109,8 @@ def prepare(model: Path, workdir: Path) -> Prepared:
     prepped = workdir / "prep.onnx"
     try:
         from onnxruntime.quantization.shape_inference import quant_pre_process
-        quant_pre_process(str(base), str(prepped))
+        with quiet_onnxruntime():
+            quant_pre_process(str(base), str(prepped))
         onnx.checker.check_model(str(prepped))
         notes.append("pre-processed")
         return Prepared(prepped, metadata, ", ".join(notes))
@@ -178,7 +180,7 @@ class Quantizer:
         out = self.workdir / f"candidate-{self._count}.onnx"
         self.reader.rewind()
         # The calibrators print progress on stdout, which belongs to the report.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), quiet_onnxruntime():
             self._quantize(out, exclude)
         return out
 
