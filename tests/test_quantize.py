@@ -20,6 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 from edgert.errors import UsageError
 from edgert.frame import Detections
 from edgert.quantize import format_report, run_quantize
+from conftest import edgert
+from edgert.infer.metadata import input_from_metadata
+from edgert.quantize.describe import describe
 from edgert.quantize.frames import collect
 from edgert.quantize.measure import Agreement, agreement, match_count
 from edgert.quantize.qdq import (PRE_PROCESS_NEEDS, Quantizer, TensorReader, output_tail,
@@ -246,6 +249,55 @@ def test_missing_sympy_is_one_warning_naming_it_and_the_pip_command(
     assert "\n" not in message
     # The fusions still run (ONNX shape inference only): as fast on the YOLOv8n export.
     assert prepared.path.name == "prep.onnx" and "without symbolic shapes" in prepared.note
+
+
+ULTRALYTICS = {"author": "Ultralytics", "description": "Ultralytics YOLOv8n model ",
+               "task": "detect", "stride": "32", "imgsz": "[640, 640]", "names": "{0: 'a'}"}
+
+
+def test_ultralytics_metadata_describes_the_input() -> None:
+    cfg = input_from_metadata(ULTRALYTICS)
+    assert cfg is not None
+    assert (cfg.color, cfg.scale, cfg.resize, cfg.pad_value, cfg.align, cfg.size) == (
+        "rgb", pytest.approx(1 / 255), "letterbox", 114, "center", (640, 640))
+    cls = input_from_metadata({**ULTRALYTICS, "task": "classify", "imgsz": "224"})
+    assert cls is not None and (cls.resize, cls.crop_fraction, cls.size) == ("center_crop", 1.0,
+                                                                             (224, 224))
+    # Ultralytics-like keys from another tool say nothing about its preprocessing.
+    assert input_from_metadata({**ULTRALYTICS, "author": "edgert tools/make_demo.py",
+                                "description": "demo"}) is None
+    assert input_from_metadata({}) is None
+
+
+def test_a_config_key_wins_over_the_metadata_and_the_rest_comes_from_it(tmp_path: Path) -> None:
+    model = small_classifier(tmp_path / "m.onnx", ULTRALYTICS)
+    config = tmp_path / "device.toml"
+    config.write_text(f'device_id = "q"\n[source]\nurl = "pattern:"\n[model]\n'
+                      f'path = {json.dumps(str(model))}\nfamily = "classify"\n'
+                      f'[model.input]\ncolor = "bgr"\nsize = [32, 32]\n'
+                      f'[fail_safe]\naction = "stop"\n', encoding="utf-8")
+    cfg, _, origin = describe(model, config, None, ULTRALYTICS)
+    assert (cfg.input.color, cfg.input.size) == ("bgr", (32, 32))            # the config's
+    assert cfg.input.scale == pytest.approx(1 / 255) and cfg.input.pad_value == 114  # metadata's
+    assert origin.startswith(str(config)) and "Ultralytics metadata" in origin
+    plain, _, origin = describe(model, None, "classify", {})   # no metadata: the defaults
+    assert (plain.input.color, plain.input.scale, origin) == ("bgr", 1.0, "defaults")
+
+
+def test_readme_command_on_the_yolov8n_export_reads_its_metadata_and_stays_quiet(
+        tmp_path: Path) -> None:
+    """The README's command, no config: the Ultralytics export is calibrated as it was
+    trained (RGB 0..1), it is pre-processed, and onnxruntime's INFO lines stay off stderr."""
+    m = _material()
+    out = tmp_path / "y8.int8.onnx"
+    done = edgert("quantize", str(m / "models/yolov8n_untrained_640.onnx"),
+                  "--calib", str(m / "images"), "--out", str(out), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Ultralytics metadata (input: rgb, ×1/255, letterbox, pad 114)" in done.stdout
+    assert "pre-processed" in done.stdout and "NOT pre-processed" not in done.stdout
+    noise = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert noise == [], noise[:5]
+    assert out.is_file()
 
 
 def test_output_tail_stays_float_so_scores_keep_their_own_scale(tmp_path: Path) -> None:

@@ -72,9 +72,9 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     """
     model, calib, out = Path(model), Path(calib), Path(out)
     _check(model, calib, out, frames, threshold, max_float_nodes, method, runs)
-    model_cfg, runtime, origin = describe(model, config, family)
+    metadata = {p.key: p.value for p in load_float(model).metadata_props}
+    model_cfg, runtime, origin = describe(model, config, family, metadata)
     session, info = load_model(model, runtime)
-    load_float(model)
     if info.input_dtype != np.float32:
         raise UsageError(f"{model}: the input is {info.input_dtype}, not float32; quantize the "
                          "float32 export of this model")
