@@ -24,7 +24,7 @@ from conftest import edgert
 from edgert.infer.metadata import input_from_metadata
 from edgert.quantize.describe import describe
 from edgert.quantize.frames import collect
-from edgert.quantize.measure import Agreement, agreement, match_count
+from edgert.quantize.measure import Agreement, agreement, chance_agreement, match_count
 from edgert.quantize.qdq import (PRE_PROCESS_NEEDS, Quantizer, TensorReader, output_tail,
                                  prepare)
 from edgert.quantize.report import SPEED_MARGIN, Candidate, decide
@@ -156,7 +156,7 @@ def test_small_cnn_quantized_end_to_end(tmp_path: Path) -> None:
     assert r.trials[0][:2] == (0, 0) and all(0 <= v <= 1 for t in r.trials for v in t[2:])
     assert r.speedup(r.chosen) == pytest.approx(r.fp32_ms / r.chosen.median_ms)
     faithful = r.chosen.agreement.meets(r.threshold)
-    assert r.recommended == (faithful and r.speedup(r.chosen) >= SPEED_MARGIN)
+    assert r.recommended == (faithful and r.judged and r.speedup(r.chosen) >= SPEED_MARGIN)
     assert r.verdict.startswith("Use" if r.recommended else "Keep FP32")
     text = format_report(r)
     assert r.verdict in text and "FP32" in text and str(out) in text
@@ -445,6 +445,56 @@ def test_same_detections_with_moved_scores_are_not_faithful() -> None:
     assert not recommended and "scores differ from FP32's by 0.36" in verdict
     kept = Agreement("detections", 120, 299, 300, 299, score_shift=0.005)
     assert decide(Candidate("INT8", (), (), kept, 4.0), 5.0, 0.95, 10)[0]
+
+
+def test_agreement_a_model_ignoring_its_input_would_reach_is_not_judged() -> None:
+    """Chance agreement: FP32 against itself on other frames. Constant detections score
+    100 % (any candidate that repeats them would too); detections that follow the frame
+    score nothing, and then agreement means something."""
+    labels = ("a", "b")
+    box = np.array([[0, 0, 256, 149], [0, 0, 448, 149]], np.float32)
+    same = [Detections(box.copy(), np.array([1.6e-4, 1.6e-4], np.float32),
+                       np.array([0, 0], np.int32), labels) for _ in range(5)]
+    chance = chance_agreement(same, "detections")
+    assert chance is not None and chance.frames == 20 and chance.worst == 1.0
+    moving = [Detections(box + 300 * i, np.array([0.9, 0.8], np.float32),
+                         np.array([0, 1], np.int32), labels) for i in range(5)]
+    assert chance_agreement(moving, "detections").matched == 0
+    assert chance_agreement(same[:1], "detections") is None   # one frame: nothing to pair
+    faithful = Candidate("INT8", (), (), Agreement("detections", 13, 260, 260, 260), 20.0)
+    recommended, verdict = decide(faithful, 40.0, 0.95, 10, chance)
+    assert not recommended and verdict.startswith("Keep FP32: agreement could not be judged")
+    assert "ignored its input" in verdict and "100% / 100%" in verdict
+    assert decide(faithful, 40.0, 0.95, 10, chance_agreement(moving, "detections"))[0]
+    # A classifier whose top-1 class is the same on every frame: likewise.
+    cat = Detections(np.zeros((1, 0), np.float32), np.array([0.7], np.float32), np.array([1], np.int32), labels)
+    constant = chance_agreement([cat] * 4, "top1")
+    assert constant is not None and constant.kept == 1.0
+    top1 = Candidate("INT8", (), (), Agreement("top1", 4, 4, 4, 4), 20.0)
+    assert "top-1 class hardly depends" in decide(top1, 40.0, 0.95, 10, constant)[1]
+
+
+def test_untrained_yolov8n_at_conf_1e4_is_never_recommended(tmp_path: Path) -> None:
+    """At conf 1e-4 the untrained export finds the same 20 boxes on every frame; INT8 finds
+    them too ("kept 100 %"), which says nothing: the verdict says agreement could not be
+    judged, and why."""
+    m = _material()
+    config = tmp_path / "y8.toml"
+    config.write_text('device_id = "q"\n[source]\nurl = "pattern:"\n[model]\n'
+                      f'path = "{m / "models/yolov8n_untrained_640.onnx"}"\nconf = 0.0001\n'
+                      '[fail_safe]\naction = "stop"\n', encoding="utf-8")
+    out = tmp_path / "q.onnx"
+    r = run_quantize(m / "models/yolov8n_untrained_640.onnx", m / "images", out, config=config,
+                     runs=30)
+    text = format_report(r)
+    assert r.plain.agreement.kept == 1.0 and r.plain.agreement.reference > 0, text
+    assert r.chance is not None and r.chance.worst == 1.0 and not r.judged, text
+    assert not r.recommended and "could not be judged" in r.verdict, text
+    assert "NOT recommended" in text and "[agreement not judged]" in text
+    assert len(r.trials) == 1   # no search on agreement that means nothing
+    stamp = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}
+                       ["edgert_quantize"])
+    assert stamp["judged"] is False and stamp["recommended"] is False
 
 
 @pytest.mark.parametrize("case", ["model", "calib", "empty", "video", "out", "quantized", "family"])
