@@ -295,6 +295,7 @@ def test_readme_command_on_the_yolov8n_export_reads_its_metadata_and_stays_quiet
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Ultralytics metadata (input: rgb, ×1/255, letterbox, pad 114)" in done.stdout
     assert "pre-processed" in done.stdout and "NOT pre-processed" not in done.stdout
+    assert "FP32 on other frames" not in done.stdout   # FP32 found nothing: no chance figure
     noise = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert noise == [], noise[:5]
     assert out.is_file()

@@ -160,7 +160,7 @@ def format_report(r: QuantizeReport) -> str:
     if any(c.agreement.lost_marginal for c in shown):
         lines.append(f"    (marginal: scored below conf + {NEAR:g} in FP32, where a small score "
                      "change drops a detection)")
-    if r.chance is not None:
+    if r.chance is not None and r.chance.measurable:
         lines.append(f"  FP32 on other frames (what ignoring the input would score): "
                      + _chance(r.chance) + ("" if r.judged else "  [agreement not judged]"))
     if r.tail:
