@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import configparser
 import json
+import logging
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,9 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 from edgert.errors import UsageError
 from edgert.frame import Detections
 from edgert.quantize import format_report, run_quantize
+from conftest import edgert
+from edgert.infer.metadata import input_from_metadata
+from edgert.quantize.describe import describe
 from edgert.quantize.frames import collect
-from edgert.quantize.measure import Agreement, agreement, match_count
-from edgert.quantize.qdq import Quantizer, TensorReader, output_tail, prepare
+from edgert.quantize.measure import Agreement, agreement, chance_agreement, match_count
+from edgert.quantize.qdq import (PRE_PROCESS_NEEDS, Quantizer, TensorReader, output_tail,
+                                 prepare)
 from edgert.quantize.report import SPEED_MARGIN, Candidate, decide
 from edgert.quantize.search import Trial, search
 from edgert.quantize.sensitivity import MASK, Site, find_sites, masked_model
@@ -148,7 +156,7 @@ def test_small_cnn_quantized_end_to_end(tmp_path: Path) -> None:
     assert r.trials[0][:2] == (0, 0) and all(0 <= v <= 1 for t in r.trials for v in t[2:])
     assert r.speedup(r.chosen) == pytest.approx(r.fp32_ms / r.chosen.median_ms)
     faithful = r.chosen.agreement.meets(r.threshold)
-    assert r.recommended == (faithful and r.speedup(r.chosen) >= SPEED_MARGIN)
+    assert r.recommended == (faithful and r.judged and r.speedup(r.chosen) >= SPEED_MARGIN)
     assert r.verdict.startswith("Use" if r.recommended else "Keep FP32")
     text = format_report(r)
     assert r.verdict in text and "FP32" in text and str(out) in text
@@ -188,6 +196,109 @@ def test_a_folder_of_videos_shares_calibration_and_held_out_frames_over_all(
     assert sum(v < 121 for v in calib) == 3 and sum(v < 121 for v in held) == 4   # both videos
     assert min(abs(c - h) for c in calib for h in held) > 2    # never the same frame twice
     assert "videos" not in sets.eval_note and folder.name in sets.eval_note
+
+
+def _from_onnxruntime(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    ort_dir = os.path.dirname(ort.__file__) + os.sep
+    return [r for r in records if r.pathname.startswith(ort_dir) or r.name.startswith("onnxruntime")]
+
+
+def test_onnxruntime_quantizer_logs_stay_off_screen_unless_verbose(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """onnxruntime.quantization logs ~300 INFO lines a run ("Increased scale[…]", "Created a
+    copy of bias input …") through the root logger, which `edgert` prints at INFO; only
+    `edgert -v` (DEBUG) may show them."""
+    model = small_detector(tmp_path / "det.onnx")
+    xs = [np.random.default_rng(i).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+          for i in range(4)]
+    for level, work in ((logging.INFO, tmp_path / "quiet"), (logging.DEBUG, tmp_path / "verbose")):
+        work.mkdir()
+        caplog.clear()
+        caplog.set_level(level)
+        Quantizer(prepare(model, work), TensorReader("images", xs), work)(())
+        chatter = _from_onnxruntime(caplog.records)
+        if level == logging.INFO:
+            assert chatter == [], [r.getMessage() for r in chatter[:3]]
+        else:   # they exist: -v shows them
+            assert chatter and any(r.levelno == logging.INFO for r in chatter)
+    assert logging.getLogger().filters == [] and logging.getLogger("onnxruntime").level == 0
+
+
+def test_the_quantize_extra_installs_what_pre_processing_needs() -> None:
+    """Without sympy, quant_pre_process failed and the model was quantized as it was:
+    the YOLOv8n export ran 1.06× FP32's speed instead of ~1.9×. CI installs the test extra."""
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg", encoding="utf-8")
+    extras = setup["options.extras_require"]
+    for extra in ("quantize", "test"):
+        names = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                 for line in extras[extra].splitlines() if line.strip()}
+        assert {"onnx", *PRE_PROCESS_NEEDS} <= names, (extra, names)
+
+
+def test_missing_sympy_is_one_warning_naming_it_and_the_pip_command(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "sympy", None)   # `import sympy` now raises ImportError
+    caplog.set_level(logging.INFO)
+    prepared = prepare(small_detector(tmp_path / "det.onnx"), tmp_path)
+    ours = [r for r in caplog.records if r.name.startswith("edgert")]
+    assert [r.levelno for r in ours] == [logging.WARNING], [r.getMessage() for r in ours]
+    message = ours[0].getMessage()
+    assert "sympy" in message and "pip install 'edgert[quantize]'" in message
+    assert "\n" not in message
+    # The fusions still run (ONNX shape inference only): as fast on the YOLOv8n export.
+    assert prepared.path.name == "prep.onnx" and "without symbolic shapes" in prepared.note
+
+
+ULTRALYTICS = {"author": "Ultralytics", "description": "Ultralytics YOLOv8n model ",
+               "task": "detect", "stride": "32", "imgsz": "[640, 640]", "names": "{0: 'a'}"}
+
+
+def test_ultralytics_metadata_describes_the_input() -> None:
+    cfg = input_from_metadata(ULTRALYTICS)
+    assert cfg is not None
+    assert (cfg.color, cfg.scale, cfg.resize, cfg.pad_value, cfg.align, cfg.size) == (
+        "rgb", pytest.approx(1 / 255), "letterbox", 114, "center", (640, 640))
+    cls = input_from_metadata({**ULTRALYTICS, "task": "classify", "imgsz": "224"})
+    assert cls is not None and (cls.resize, cls.crop_fraction, cls.size) == ("center_crop", 1.0,
+                                                                             (224, 224))
+    # Ultralytics-like keys from another tool say nothing about its preprocessing.
+    assert input_from_metadata({**ULTRALYTICS, "author": "edgert tools/make_demo.py",
+                                "description": "demo"}) is None
+    assert input_from_metadata({}) is None
+
+
+def test_a_config_key_wins_over_the_metadata_and_the_rest_comes_from_it(tmp_path: Path) -> None:
+    model = small_classifier(tmp_path / "m.onnx", ULTRALYTICS)
+    config = tmp_path / "device.toml"
+    config.write_text(f'device_id = "q"\n[source]\nurl = "pattern:"\n[model]\n'
+                      f'path = {json.dumps(str(model))}\nfamily = "classify"\n'
+                      f'[model.input]\ncolor = "bgr"\nsize = [32, 32]\n'
+                      f'[fail_safe]\naction = "stop"\n', encoding="utf-8")
+    cfg, _, origin = describe(model, config, None, ULTRALYTICS)
+    assert (cfg.input.color, cfg.input.size) == ("bgr", (32, 32))            # the config's
+    assert cfg.input.scale == pytest.approx(1 / 255) and cfg.input.pad_value == 114  # metadata's
+    assert origin.startswith(str(config)) and "Ultralytics metadata" in origin
+    plain, _, origin = describe(model, None, "classify", {})   # no metadata: the defaults
+    assert (plain.input.color, plain.input.scale, origin) == ("bgr", 1.0, "defaults")
+
+
+def test_readme_command_on_the_yolov8n_export_reads_its_metadata_and_stays_quiet(
+        tmp_path: Path) -> None:
+    """The README's command, no config: the Ultralytics export is calibrated as it was
+    trained (RGB 0..1), it is pre-processed, and onnxruntime's INFO lines stay off stderr."""
+    m = _material()
+    out = tmp_path / "y8.int8.onnx"
+    done = edgert("quantize", str(m / "models/yolov8n_untrained_640.onnx"),
+                  "--calib", str(m / "images"), "--out", str(out), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Ultralytics metadata (input: rgb, ×1/255, letterbox, pad 114)" in done.stdout
+    assert "pre-processed" in done.stdout and "NOT pre-processed" not in done.stdout
+    assert "FP32 on other frames" not in done.stdout   # FP32 found nothing: no chance figure
+    noise = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert noise == [], noise[:5]
+    assert out.is_file()
 
 
 def test_output_tail_stays_float_so_scores_keep_their_own_scale(tmp_path: Path) -> None:
@@ -335,6 +446,56 @@ def test_same_detections_with_moved_scores_are_not_faithful() -> None:
     assert not recommended and "scores differ from FP32's by 0.36" in verdict
     kept = Agreement("detections", 120, 299, 300, 299, score_shift=0.005)
     assert decide(Candidate("INT8", (), (), kept, 4.0), 5.0, 0.95, 10)[0]
+
+
+def test_agreement_a_model_ignoring_its_input_would_reach_is_not_judged() -> None:
+    """Chance agreement: FP32 against itself on other frames. Constant detections score
+    100 % (any candidate that repeats them would too); detections that follow the frame
+    score nothing, and then agreement means something."""
+    labels = ("a", "b")
+    box = np.array([[0, 0, 256, 149], [0, 0, 448, 149]], np.float32)
+    same = [Detections(box.copy(), np.array([1.6e-4, 1.6e-4], np.float32),
+                       np.array([0, 0], np.int32), labels) for _ in range(5)]
+    chance = chance_agreement(same, "detections")
+    assert chance is not None and chance.frames == 20 and chance.worst == 1.0
+    moving = [Detections(box + 300 * i, np.array([0.9, 0.8], np.float32),
+                         np.array([0, 1], np.int32), labels) for i in range(5)]
+    assert chance_agreement(moving, "detections").matched == 0
+    assert chance_agreement(same[:1], "detections") is None   # one frame: nothing to pair
+    faithful = Candidate("INT8", (), (), Agreement("detections", 13, 260, 260, 260), 20.0)
+    recommended, verdict = decide(faithful, 40.0, 0.95, 10, chance)
+    assert not recommended and verdict.startswith("Keep FP32: agreement could not be judged")
+    assert "ignored its input" in verdict and "100% / 100%" in verdict
+    assert decide(faithful, 40.0, 0.95, 10, chance_agreement(moving, "detections"))[0]
+    # A classifier whose top-1 class is the same on every frame: likewise.
+    cat = Detections(np.zeros((1, 0), np.float32), np.array([0.7], np.float32), np.array([1], np.int32), labels)
+    constant = chance_agreement([cat] * 4, "top1")
+    assert constant is not None and constant.kept == 1.0
+    top1 = Candidate("INT8", (), (), Agreement("top1", 4, 4, 4, 4), 20.0)
+    assert "top-1 class hardly depends" in decide(top1, 40.0, 0.95, 10, constant)[1]
+
+
+def test_untrained_yolov8n_at_conf_1e4_is_never_recommended(tmp_path: Path) -> None:
+    """At conf 1e-4 the untrained export finds the same 20 boxes on every frame; INT8 finds
+    them too ("kept 100 %"), which says nothing: the verdict says agreement could not be
+    judged, and why."""
+    m = _material()
+    config = tmp_path / "y8.toml"
+    config.write_text('device_id = "q"\n[source]\nurl = "pattern:"\n[model]\n'
+                      f'path = "{m / "models/yolov8n_untrained_640.onnx"}"\nconf = 0.0001\n'
+                      '[fail_safe]\naction = "stop"\n', encoding="utf-8")
+    out = tmp_path / "q.onnx"
+    r = run_quantize(m / "models/yolov8n_untrained_640.onnx", m / "images", out, config=config,
+                     runs=30)
+    text = format_report(r)
+    assert r.plain.agreement.kept == 1.0 and r.plain.agreement.reference > 0, text
+    assert r.chance is not None and r.chance.worst == 1.0 and not r.judged, text
+    assert not r.recommended and "could not be judged" in r.verdict, text
+    assert "NOT recommended" in text and "[agreement not judged]" in text
+    assert len(r.trials) == 1   # no search on agreement that means nothing
+    stamp = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}
+                       ["edgert_quantize"])
+    assert stamp["judged"] is False and stamp["recommended"] is False
 
 
 @pytest.mark.parametrize("case", ["model", "calib", "empty", "video", "out", "quantized", "family"])

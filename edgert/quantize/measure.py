@@ -134,6 +134,21 @@ def agreement(ref: Sequence[Detections], cand: Sequence[Detections], kind: str,
                      float(shifts.mean()) if shifts.size else 0.0)
 
 
+def chance_agreement(ref: Sequence[Detections], kind: str) -> Agreement | None:
+    """FP32 against itself on other frames: what a model that ignored its input would score.
+
+    Every ordered pair of distinct frames, FP32's results on one taken as the "candidate"
+    for the other (detections in model-input pixels, so frame sizes do not matter). When
+    this meets the threshold, meeting it proves nothing about a candidate (an untrained
+    YOLOv8n at conf 1e-4 finds the same 20 boxes on every frame: 100 % both ways). None
+    with fewer than two frames.
+    """
+    if len(ref) < 2:
+        return None
+    others = [(i, j) for i in range(len(ref)) for j in range(len(ref)) if i != j]
+    return agreement([ref[i] for i, _ in others], [ref[j] for _, j in others], kind)
+
+
 def interleaved_ms(sessions: Sequence[ort.InferenceSession], feeds: Sequence[dict[str, np.ndarray]],
                    runs: int = 40, warmup: int = 5) -> list[list[float]]:
     """Per-session run times (ms), the sessions taking turns on the same tensors.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       QuantType, quantize_static)
 
 from edgert.errors import ModelError, UsageError
+from edgert.quantize.quiet import quiet_onnxruntime
 
 log = logging.getLogger("edgert.quantize")
 
@@ -25,6 +27,8 @@ QUANT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLi
                        "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
 # Per-channel weights need the `axis` attribute of QuantizeLinear: opset 13.
 MIN_OPSET = 13
+# What onnxruntime's quant_pre_process imports beyond onnx (declared in the quantize extra).
+PRE_PROCESS_NEEDS = ("sympy",)
 # Where int8 kernels earn their keep; the output tail (below) stops at the last of them.
 HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN"})
 
@@ -106,16 +110,40 @@ def prepare(model: Path, workdir: Path) -> Prepared:
     base = workdir / "float.onnx"
     onnx.save(proto, str(base))
     prepped = workdir / "prep.onnx"
+    missing = missing_modules(PRE_PROCESS_NEEDS)
+    if missing:
+        # Without symbolic shape inference the fusions still run: as fast here (YOLOv8n 1.71×
+        # either way, 1.38× with no pre-processing at all), but say what is missing.
+        log.warning("%s is not installed, so onnxruntime cannot run symbolic shape inference "
+                    "before quantizing (INT8 may gain less speed); install it with pip install "
+                    "'edgert[quantize]' (or pip install %s)", " and ".join(missing),
+                    " ".join(missing))
     try:
         from onnxruntime.quantization.shape_inference import quant_pre_process
-        quant_pre_process(str(base), str(prepped))
+        with quiet_onnxruntime():
+            quant_pre_process(str(base), str(prepped), skip_symbolic_shape=bool(missing))
         onnx.checker.check_model(str(prepped))
-        notes.append("pre-processed")
+        notes.append("pre-processed" + (f" without symbolic shapes (no {', '.join(missing)})"
+                                         if missing else ""))
         return Prepared(prepped, metadata, ", ".join(notes))
-    except Exception as e:  # symbolic shape inference fails on some exports: go on without it
-        log.info("quant_pre_process failed (%s); quantizing the model as it is", e)
-        notes.append(f"without pre-processing ({type(e).__name__})")
+    except Exception as e:  # pre-processing fails on some exports: go on without it
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        log.warning("onnxruntime could not pre-process %s (%s: %s), so it is quantized as it is "
+                    "and INT8 may gain little speed (YOLOv8n: 1.38× instead of 1.71×); run with "
+                    "-v for onnxruntime's own messages", model, type(e).__name__, first)
+        notes.append(f"NOT pre-processed ({type(e).__name__}): INT8 may gain little speed")
         return Prepared(base, metadata, ", ".join(notes))
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """Those of `names` that cannot be imported."""
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def output_tail(proto: onnx.ModelProto) -> tuple[str, ...]:
@@ -178,7 +206,7 @@ class Quantizer:
         out = self.workdir / f"candidate-{self._count}.onnx"
         self.reader.rewind()
         # The calibrators print progress on stdout, which belongs to the report.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), quiet_onnxruntime():
             self._quantize(out, exclude)
         return out
 

@@ -56,13 +56,26 @@ class QuantizeReport:
     sensitive: tuple[tuple[str, str, float], ...]        # top of the ranking: (tensor, op, error)
     recommended: bool
     verdict: str
+    chance: Agreement | None = None   # FP32 vs itself on other frames (`chance_agreement`)
+
+    @property
+    def judged(self) -> bool:
+        """Agreement on these frames can tell a faithful model from one ignoring its input."""
+        return not degenerate(self.chance, self.threshold)
 
     def speedup(self, c: Candidate) -> float:
         return self.fp32_ms / c.median_ms if c.median_ms > 0 else float("nan")
 
 
-def decide(chosen: Candidate, fp32_ms: float, threshold: float, max_nodes: int) -> tuple[bool, str]:
-    """(recommended, verdict sentence) for the chosen candidate."""
+def degenerate(chance: Agreement | None, threshold: float) -> bool:
+    """A model that ignored its input would meet the threshold: agreement proves nothing."""
+    return chance is not None and chance.meets(threshold)
+
+
+def decide(chosen: Candidate, fp32_ms: float, threshold: float, max_nodes: int,
+           chance: Agreement | None = None) -> tuple[bool, str]:
+    """(recommended, verdict sentence) for the chosen candidate; `chance` as in
+    `measure.chance_agreement`."""
     a, ratio = chosen.agreement, fp32_ms / chosen.median_ms
     n = len(chosen.float_nodes)
     what = f"mixed model ({n} nodes float)" if n else "INT8 model"
@@ -71,6 +84,13 @@ def decide(chosen: Candidate, fp32_ms: float, threshold: float, max_nodes: int) 
         return False, (f"Keep FP32 until agreement can be measured: FP32 found nothing on the "
                        f"{a.frames} evaluation frames (INT8 runs {ratio:.2f}× as fast); evaluate "
                        "on frames with objects the model detects, or lower model.conf.")
+    if chance is not None and degenerate(chance, threshold):
+        same = "top-1 class hardly depends" if a.kind == "top1" else "detections hardly depend"
+        return False, (f"Keep FP32: agreement could not be judged: FP32's {same} on "
+                       f"the frame ({_chance(chance)}), so a model that ignored its input would "
+                       f"agree as well (INT8 runs {ratio:.2f}× as fast); judge on frames where "
+                       "the model's output changes: trained weights, a realistic model.conf, "
+                       "varied scenes.")
     both = _both_ways(a)
     if faithful and fast:
         return True, (f"Use the {what}: {both} (threshold {threshold:.0%}) and it runs "
@@ -96,6 +116,13 @@ def _both_ways(a: Agreement) -> str:
         return f"its top-1 class agrees with FP32 on {a.kept:.0%} of frames"
     return (f"it keeps {a.kept:.0%} of FP32's detections and {a.confirmed:.0%} of its own "
             "match FP32's")
+
+
+def _chance(c: Agreement) -> str:
+    if c.kind == "top1":
+        return f"the same top-1 class on {c.kept:.0%} of frame pairs"
+    return (f"one frame's detections match another frame's {c.kept:.0%} / {c.confirmed:.0%}, "
+            f"scores {c.score_shift:.3f} apart")
 
 
 def _agreement(a: Agreement) -> str:
@@ -133,6 +160,9 @@ def format_report(r: QuantizeReport) -> str:
     if any(c.agreement.lost_marginal for c in shown):
         lines.append(f"    (marginal: scored below conf + {NEAR:g} in FP32, where a small score "
                      "change drops a detection)")
+    if r.chance is not None and r.chance.measurable:
+        lines.append(f"  FP32 on other frames (what ignoring the input would score): "
+                     + _chance(r.chance) + ("" if r.judged else "  [agreement not judged]"))
     if r.tail:
         counts = Counter(op for _, op in r.tail)
         lines.append(f"  output tail kept float in every candidate ({len(r.tail)} nodes: "

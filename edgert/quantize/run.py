@@ -19,16 +19,18 @@ from edgert.postprocess import make_decoder
 from edgert.preprocess import ReferencePreprocessor
 from edgert.quantize.describe import describe
 from edgert.quantize.frames import collect, spread
-from edgert.quantize.measure import NEAR, agreement, interleaved_ms
+from edgert.preprocess.transform import plan_transform
+from edgert.quantize.measure import NEAR, agreement, chance_agreement, interleaved_ms
 from edgert.quantize.qdq import (METHODS, Quantizer, TensorReader, finish, load_float,
                                   output_tail, prepare, quantizable)
-from edgert.quantize.report import Candidate, QuantizeReport, decide
+from edgert.quantize.report import Candidate, QuantizeReport, decide, degenerate
 from edgert.quantize.search import Trial, search
 from edgert.quantize.sensitivity import rank
 
 log = logging.getLogger("edgert.quantize")
 
 MIN_JUDGE_FRAMES = 8   # below twice this, the same frames choose the float set and judge it
+CHANCE_FRAMES = 32     # frames (spread over the judging ones) for chance_agreement: 992 pairs
 # Default float-node budget: this share of the nodes INT8 would quantize (the output tail not
 # counted), at least MIN_BUDGET. Beyond it a "mixed" model is mostly float and INT8 buys little.
 FLOAT_SHARE = 0.15
@@ -72,9 +74,9 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     """
     model, calib, out = Path(model), Path(calib), Path(out)
     _check(model, calib, out, frames, threshold, max_float_nodes, method, runs)
-    model_cfg, runtime, origin = describe(model, config, family)
+    metadata = {p.key: p.value for p in load_float(model).metadata_props}
+    model_cfg, runtime, origin = describe(model, config, family, metadata)
     session, info = load_model(model, runtime)
-    load_float(model)
     if info.input_dtype != np.float32:
         raise UsageError(f"{model}: the input is {info.input_dtype}, not float32; quantize the "
                          "float32 export of this model")
@@ -108,6 +110,11 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     near = model_cfg.conf + NEAR
     reference = detect(session, choose)
     judged_reference = detect(session, judge) if split else reference
+    # In model-input pixels (an identity transform), so frames of other sizes compare.
+    identity = plan_transform(input_hw, input_hw, "stretch")
+    chance = chance_agreement([decoder(session.run(None, {name: judge[i][0]}), identity)
+                               for i in spread(len(judge), CHANCE_FRAMES)], kind)
+    judgeable = not degenerate(chance, threshold)
     with tempfile.TemporaryDirectory(prefix="edgert-quantize-") as tmp:
         work = Path(tmp)
         prepared = prepare(model, work)
@@ -127,7 +134,7 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
         a, path = try_nodes(())
         plain = Trial(0, (), a, path)
         ranked = []
-        if a.measurable and not a.clears(threshold) and budget > 0:
+        if a.measurable and judgeable and not a.clears(threshold) and budget > 0:
             picks = [calib_x[i] for i in spread(len(calib_x), sensitivity_frames)]
             ranked = rank(prepared.path, path, name, picks, wanted=2 * budget)
             # Tail nodes are float in every candidate: they cost nothing from the budget.
@@ -152,8 +159,9 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
 
         plain_c = candidate(plain, 1)
         chosen_c = plain_c if chosen is plain else candidate(chosen, 2)
-        recommended, verdict = decide(chosen_c, medians[0], threshold, budget)
-        stamp = {"recommended": recommended, "verdict": verdict, "float_nodes": len(chosen.nodes),
+        recommended, verdict = decide(chosen_c, medians[0], threshold, budget, chance)
+        stamp = {"recommended": recommended, "verdict": verdict, "judged": judgeable,
+                 "float_nodes": len(chosen.nodes),
                  "speedup": round(medians[0] / chosen_c.median_ms, 3),
                  "kept": round(chosen_c.agreement.kept, 4),
                  "confirmed": round(chosen_c.agreement.confirmed, 4)}
@@ -170,4 +178,4 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
         trials=tuple((t.sites, len(t.nodes), t.agreement.kept, t.agreement.confirmed)
                      for t in trials),
         sensitive=tuple((s.tensor, s.op_type, s.error) for s in ranked[:8]),
-        recommended=recommended, verdict=verdict)
+        recommended=recommended, verdict=verdict, chance=chance)
