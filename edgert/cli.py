@@ -140,7 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="edgert: %(levelname)s: %(message)s")
     verbs = {"run": _run, "check": _check, "bench": _bench, "quantize": _quantize}
     try:
-        return verbs[args.verb](args)
+        status = verbs[args.verb](args)
+        sys.stdout.flush()   # a closed pipe must surface here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # The reader left (`edgert check … | head -1`): nothing more to say, and no traceback.
+        # stdout goes to devnull so the flush at exit cannot raise again, as Python's docs on
+        # SIGPIPE recommend.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as e:
         print(f"edgert: {e}", file=sys.stderr)
         return 2
