@@ -6,9 +6,10 @@ import argparse
 import json
 import logging
 import os
+import select
 import sys
 import threading
-from typing import Sequence
+from typing import Sequence, TextIO
 
 from edgert import __version__
 from edgert.errors import EdgertError, UsageError
@@ -130,6 +131,16 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_left(stream: TextIO) -> bool:
+    """True if nobody reads `stream` any more: its pipe or socket reports an error or hang-up."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError):   # no file descriptor (a test's StringIO), or already closed
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # OpenCV and FFmpeg warn on every failed reopen of a live source; edgert reports outages
     # itself, once. A user's own setting wins. Must happen before cv2 is imported.
@@ -140,7 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="edgert: %(levelname)s: %(message)s")
     verbs = {"run": _run, "check": _check, "bench": _bench, "quantize": _quantize}
     try:
-        return verbs[args.verb](args)
+        status = verbs[args.verb](args)
+        sys.stdout.flush()   # a closed pipe must surface here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        if not _reader_left(sys.stdout):
+            raise   # a pipe or socket of edgert's own broke (an output): not a reader leaving
+        # The reader left (`edgert check … | head -1`): nothing more to say, and no traceback.
+        # stdout goes to devnull so the flush at exit cannot raise again, as Python's docs on
+        # SIGPIPE recommend.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as e:
         print(f"edgert: {e}", file=sys.stderr)
         return 2

@@ -24,10 +24,11 @@ import numba
 import numpy as np
 from numba import types as nt
 
+from edgert import kernel_cache
 from edgert.frame import Detections
 from edgert.preprocess.transform import Transform
 
-_JIT = dict(cache=True, nogil=True, fastmath=False)
+_JIT = kernel_cache.jit_options()   # before the first decorator: it picks the cache folder
 _EPS = float(np.finfo(np.float64).eps)
 
 

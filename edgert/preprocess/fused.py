@@ -12,9 +12,12 @@ import numba
 import numpy as np
 from numba import types as nt
 
+from edgert import kernel_cache
 from edgert.config.types import InputConfig
 from edgert.frame import Frame
 from edgert.preprocess.transform import Transform, plan_transform
+
+_JIT = kernel_cache.jit_options()   # before the first decorator: it picks the cache folder
 
 _COEF_BITS = 11                       # OpenCV's INTER_RESIZE_COEF_BITS: weights are k / 2048
 _COEF_SCALE = 1 << _COEF_BITS
@@ -34,7 +37,7 @@ def _signature(out: nt.Type) -> nt.Type:
                    nt.int64, nt.int64, u32_1d)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=False)
+@numba.njit(**_JIT)
 def _gather_row(s, j0, j1, a0, a1, two_tap, half, shift, lut, ob, og, orr):  # pragma: no cover
     """Horizontal taps of one (blended or source) row, rounded, through the LUT into 3 planes.
 
@@ -58,7 +61,7 @@ def _gather_row(s, j0, j1, a0, a1, two_tap, half, shift, lut, ob, og, orr):  # p
 
 
 @numba.njit([_signature(t) for t in (nt.float32, nt.uint16, nt.uint8)],
-            cache=True, nogil=True, fastmath=False)
+            **_JIT)
 def _resize_into(src, rows, row_w, j0, j1, a0, a1, two_tap, col0, ncols, lut, dst_b, dst_g,
                  dst_r, top, left, tmp):  # pragma: no cover - compiled
     """Separable fixed-point bilinear, vertical first: blend the two source rows an output row
@@ -96,7 +99,7 @@ def _halve_signature(out: nt.Type) -> nt.Type:
 
 
 @numba.njit([_halve_signature(t) for t in (nt.float32, nt.uint16, nt.uint8)],
-            cache=True, nogil=True, fastmath=False)
+            **_JIT)
 def _halve_into(src, y0, x0, rh, rw, affine, gain_bias, lut, dst_b, dst_g, dst_r, top, left,
                 tmp):  # pragma: no cover - compiled
     """The exact 2× case (640x360 → 320, 1280x720 → 640, the commonest camera/model pairs).
