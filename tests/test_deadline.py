@@ -7,6 +7,7 @@ frames). Budgets are set from the model's median inference time measured here, i
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -163,26 +164,84 @@ def test_ladder_backs_off_after_a_climb_that_fails() -> None:
 
 # -- the promise, observed from outside -------------------------------------------------------
 
+def started_runs(obs: Observed) -> list[float]:
+    """How long each inference this `edgert run` started took, in ms, as its records say; a run
+    stopped at its deadline is only known to take longer than any that finished: inf."""
+    runs = []
+    for r in obs.records:
+        if r["status"] == "ok" or r["stage"] in ("postprocess", "decide", "publish"):
+            runs.append(r["latency_ms"]["infer"])
+        elif r["stage"] == "infer" and r["cause"] == "deadline":
+            runs.append(math.inf)
+    return runs
+
+
+# How far the machine's speed may drift between the calibration and the run for the run to
+# still say something about the budget's factor. One busy process on this 2-core machine
+# doubles a 2-thread inference; a steady load (even two busy processes) moves it far less.
+DRIFT = 1.3
+
+
+def judgeable(obs: Observed, median: float, factor: float) -> tuple[bool, str]:
+    """Whether the run saw the machine the budget was set for, in the direction that could
+    turn the verdict on the share of `ok`: not slower at 2×, not faster at 0.5×."""
+    runs = started_runs(obs)
+    if not runs:
+        return factor < 2.0, "no inference started"
+    drift = statistics.median(runs) / median
+    stopped = sum(v == math.inf for v in runs) / len(runs)
+    seen = f"median/calibration {drift:.2f}, {stopped:.0%} of {len(runs)} runs stopped"
+    if factor >= 2.0:
+        # Slow phases of seconds (another process's burst) stop runs in clusters, and a median
+        # over the whole run hides them: a quarter of the runs stopped is a machine that did
+        # not give the budget its factor.
+        return drift <= DRIFT and stopped <= 0.25, seen
+    if factor <= 0.5:
+        return drift >= 1 / DRIFT, seen
+    return True, seen
+
+
 @pytest.mark.parametrize("factor", [0.5, 0.9, 1.1, 2.0])
 def test_no_ok_record_is_late_and_every_frame_gets_one(tmp_path: Path, factor: float) -> None:
+    """Whatever the budget, every frame gets exactly one record and no `ok` one is late; and
+    the share of `ok` follows the budget: under half at 0.5× the inference, over half at 2×
+    (so the promise is not kept by giving up on every frame).
+
+    The factor is of the inference as the machine runs it during the run, not as measured
+    once before it: the shared machine's speed drifts in phases of seconds (one busy process
+    doubles this model's time). Seen on an idle machine with a budget of 2× a median measured
+    in-process: 251 of 301 records fail_safe, because the run's inference had become ~2× the
+    calibration. So the share of `ok` is judged only on a run whose own inferences (from its
+    records) match the calibration (`judgeable`); otherwise the run is repeated with a fresh
+    calibration. The no-late-`ok` and one-record-per-frame promises hold whatever the machine
+    does and are checked on every attempt."""
     model = matmul_chain(tmp_path / "model.onnx", size=512, depth=10)
-    median = median_inference_ms(model)
-    budget = max(1.0, factor * median)
-    obs = run(config(tmp_path, budget, source_extra="fps = 60"), records=300, seconds=60)
-    assert len(obs.records) >= 100
-    assert obs.late("ok") == 0, obs.report()
-    statuses = {r["status"] for r in obs.records}
-    assert statuses <= {"ok", "fail_safe"}
-    # How many frames make it depends on how the run times spread on this machine, which the
-    # test does not control; only the direction is certain.
+    attempts = []
+    for _attempt in range(4):
+        median = median_inference_ms(model, runs=15)
+        budget = max(1.0, factor * median)
+        obs = run(config(tmp_path, budget, source_extra="fps = 60"), records=300, seconds=60)
+        assert len(obs.records) >= 100
+        assert obs.late("ok") == 0, obs.report()
+        statuses = {r["status"] for r in obs.records}
+        assert statuses <= {"ok", "fail_safe"}
+        for r in obs.records:
+            if r["status"] == "fail_safe":
+                assert r["cause"] in ("stale", "deadline", "predicted") and r["detections"] == []
+        fair, seen = judgeable(obs, median, factor)
+        attempts.append(seen)
+        if fair:
+            break
+    else:
+        pytest.fail(f"the machine's speed drifted during every run ({attempts}); the share of "
+                    "ok records could not be judged")
     share_ok = sum(r["status"] == "ok" for r in obs.records) / len(obs.records)
     if factor <= 0.5:
-        assert share_ok < 0.5, obs.report()
+        assert share_ok < 0.5, (attempts, obs.report())
     if factor >= 2.0:
-        assert share_ok > 0.5, obs.report()
-    for r in obs.records:
-        if r["status"] == "fail_safe":
-            assert r["cause"] in ("stale", "deadline", "predicted") and r["detections"] == []
+        # 2× leaves a typical frame one inference of slack: room for the mailbox wait (at most
+        # a frame period at 60 fps) and the run's own overheads.
+        assert share_ok > 0.5, (attempts, obs.report())
 
 
 @pytest.mark.slow
