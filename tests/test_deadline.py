@@ -12,7 +12,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -337,11 +336,21 @@ def test_budget_at_half_the_inference_keeps_records_coming(tmp_path: Path) -> No
 
 
 def test_the_ladder_steps_down_under_load_and_back_up_when_it_goes(tmp_path: Path) -> None:
+    """Busy processes make the main model miss: the ladder steps down to the light rung, stays
+    there while the load lasts (hysteresis, no flapping), and climbs back once it goes.
+
+    The load is driven by what the run does, not by a clock: busy processes are added until
+    the ladder steps down (how many it takes depends on what else the machine runs: with two
+    busy processes already there, four more make inference only ~2× slower, not the ~3× an
+    idle machine sees, and the fixed four used to leave the main model inside its budget);
+    they are stopped once the light rung has held for a while; then the climb back is waited
+    for. Every wait has a generous timeout, and failing one is the test's verdict."""
     main = matmul_chain(tmp_path / "model.onnx", size=512, depth=12)
     matmul_chain(tmp_path / "light.onnx", size=512, depth=2)
     median = median_inference_ms(main)
-    # Calm, a frame may wait up to one inference in the mailbox and then take one: 2/3 of the
-    # budget at worst. Four busy-looping processes make inference ~3× slower: well over it.
+    # Calm, a frame may wait up to one frame period in the mailbox and then take one
+    # inference; climbing needs main's expected cost under 0.8 × budget. 3× leaves room for
+    # the calm machine's jitter and is still crossed by a heavy enough load.
     budget = 3 * median
     ladder = """
 [runtime.ladder]
@@ -353,28 +362,60 @@ name = "light"
 path = "light.onnx"
 """
     cfg = config(tmp_path, budget, source_extra="fps = 20", runtime_extra=ladder)
-    load: dict[str, float] = {}
+    hogs: list[subprocess.Popen] = []
+    marks: dict[str, float] = {}
+    held, back = 60, 60   # records (3 s at 20 fps) on the light rung under load, on main after
 
-    def hog() -> None:   # four busy processes from 4 s to 10 s into the run
-        time.sleep(4)
-        load["start"] = time.time()
-        code = "import time\nend = time.time() + 6\nwhile time.time() < end: pass\n"
-        hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    # Started from the observer's thread, which may run at real-time priority: the busy
+    # processes drop back to normal scheduling first, like any other process on the machine.
+    hog = ("import os\nif hasattr(os, 'sched_setscheduler'):\n"
+           "    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\nwhile True: pass\n")
+
+    def add_load(n: int) -> None:
+        hogs.extend(subprocess.Popen([sys.executable, "-c", hog]) for _ in range(n))
+
+    def stop_load() -> None:
+        for h in hogs:
+            h.kill()
         for h in hogs:
             h.wait()
-        load["end"] = time.time()
 
-    loader = threading.Thread(target=hog)
-    loader.start()
-    obs = run(cfg, seconds=20)   # read as it comes: a full stdout pipe would stall the loop
-    loader.join()
-    rung = {id(r): r.get("rung", "main") for r in obs.records}
-    during = [rung[id(r)] for r in obs.records if load["start"] + 2 < r["captured_at"] < load["end"]]
-    after = [rung[id(r)] for r in obs.records if r["captured_at"] > load["end"] + 6]
-    assert during and after, obs.report()
-    assert during.count("light") > 0.8 * len(during), "did not step down under load"
-    assert after and set(after) == {"main"}, "did not climb back once the load went"
-    rungs = [rung[id(r)] for r in obs.records]
+    rungs: list[str] = []
+
+    def follow(r: dict, got: float) -> bool:   # on the observer's thread, as records arrive
+        rungs.append(r.get("rung", "main"))
+        n = len(rungs)
+        if "load" not in marks:
+            if n >= 40:                       # warmed up on main: the load starts
+                marks["load"] = got
+                add_load(4)
+            return False
+        if "down" not in marks:
+            if rungs[-1] == "light":
+                marks["down"], marks["down_at"] = got, n
+            elif got - marks.get("more", marks["load"]) > 5 and len(hogs) < 16:
+                marks["more"] = got           # not enough to make main miss here: more load
+                add_load(2)
+            return False
+        if "end" not in marks:
+            if n - marks["down_at"] >= held:
+                stop_load()
+                marks["end"], marks["end_at"] = time.time(), n
+            return False
+        tail = rungs[marks["end_at"]:]
+        return len(tail) >= back and set(tail[-back:]) == {"main"}
+
+    try:
+        obs = run(cfg, seconds=120, on_record=follow)
+    finally:
+        stop_load()
+    assert "down" in marks, f"did not step down under load ({len(hogs)} busy processes)"
+    assert "end" in marks, obs.report()
+    during = rungs[marks["down_at"]:marks["end_at"]]
+    assert during.count("light") > 0.8 * len(during), "did not stay down under load"
+    tail = rungs[marks["end_at"]:]
+    assert len(tail) >= back and set(tail[-back:]) == {"main"}, \
+        f"did not climb back within {obs.received[-1] - marks['end']:.0f} s once the load went"
     changes = sum(a != b for a, b in zip(rungs, rungs[1:]))
     assert changes <= 6, f"flapping: {changes} switches"
     assert "degraded: stepping down" in obs.stderr
