@@ -415,7 +415,8 @@ path = "light.onnx"
     assert during.count("light") > 0.8 * len(during), "did not stay down under load"
     tail = rungs[marks["end_at"]:]
     assert len(tail) >= back and set(tail[-back:]) == {"main"}, \
-        f"did not climb back within {obs.received[-1] - marks['end']:.0f} s once the load went"
+        (f"did not climb back within {obs.received[-1] - marks['end']:.0f} s once the load "
+         f"went (budget {budget:.1f} ms); the run's summary: {obs.stderr[-1500:]}")
     changes = sum(a != b for a, b in zip(rungs, rungs[1:]))
     assert changes <= 6, f"flapping: {changes} switches"
     assert "degraded: stepping down" in obs.stderr
