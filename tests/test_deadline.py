@@ -7,11 +7,11 @@ frames). Budgets are set from the model's median inference time measured here, i
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -163,26 +163,84 @@ def test_ladder_backs_off_after_a_climb_that_fails() -> None:
 
 # -- the promise, observed from outside -------------------------------------------------------
 
+def started_runs(obs: Observed) -> list[float]:
+    """How long each inference this `edgert run` started took, in ms, as its records say; a run
+    stopped at its deadline is only known to take longer than any that finished: inf."""
+    runs = []
+    for r in obs.records:
+        if r["status"] == "ok" or r["stage"] in ("postprocess", "decide", "publish"):
+            runs.append(r["latency_ms"]["infer"])
+        elif r["stage"] == "infer" and r["cause"] == "deadline":
+            runs.append(math.inf)
+    return runs
+
+
+# How far the machine's speed may drift between the calibration and the run for the run to
+# still say something about the budget's factor. One busy process on this 2-core machine
+# doubles a 2-thread inference; a steady load (even two busy processes) moves it far less.
+DRIFT = 1.3
+
+
+def judgeable(obs: Observed, median: float, factor: float) -> tuple[bool, str]:
+    """Whether the run saw the machine the budget was set for, in the direction that could
+    turn the verdict on the share of `ok`: not slower at 2×, not faster at 0.5×."""
+    runs = started_runs(obs)
+    if not runs:
+        return factor < 2.0, "no inference started"
+    drift = statistics.median(runs) / median
+    stopped = sum(v == math.inf for v in runs) / len(runs)
+    seen = f"median/calibration {drift:.2f}, {stopped:.0%} of {len(runs)} runs stopped"
+    if factor >= 2.0:
+        # Slow phases of seconds (another process's burst) stop runs in clusters, and a median
+        # over the whole run hides them: a quarter of the runs stopped is a machine that did
+        # not give the budget its factor.
+        return drift <= DRIFT and stopped <= 0.25, seen
+    if factor <= 0.5:
+        return drift >= 1 / DRIFT, seen
+    return True, seen
+
+
 @pytest.mark.parametrize("factor", [0.5, 0.9, 1.1, 2.0])
 def test_no_ok_record_is_late_and_every_frame_gets_one(tmp_path: Path, factor: float) -> None:
+    """Whatever the budget, every frame gets exactly one record and no `ok` one is late; and
+    the share of `ok` follows the budget: under half at 0.5× the inference, over half at 2×
+    (so the promise is not kept by giving up on every frame).
+
+    The factor is of the inference as the machine runs it during the run, not as measured
+    once before it: the shared machine's speed drifts in phases of seconds (one busy process
+    doubles this model's time). Seen on an idle machine with a budget of 2× a median measured
+    in-process: 251 of 301 records fail_safe, because the run's inference had become ~2× the
+    calibration. So the share of `ok` is judged only on a run whose own inferences (from its
+    records) match the calibration (`judgeable`); otherwise the run is repeated with a fresh
+    calibration. The no-late-`ok` and one-record-per-frame promises hold whatever the machine
+    does and are checked on every attempt."""
     model = matmul_chain(tmp_path / "model.onnx", size=512, depth=10)
-    median = median_inference_ms(model)
-    budget = max(1.0, factor * median)
-    obs = run(config(tmp_path, budget, source_extra="fps = 60"), records=300, seconds=60)
-    assert len(obs.records) >= 100
-    assert obs.late("ok") == 0, obs.report()
-    statuses = {r["status"] for r in obs.records}
-    assert statuses <= {"ok", "fail_safe"}
-    # How many frames make it depends on how the run times spread on this machine, which the
-    # test does not control; only the direction is certain.
+    attempts = []
+    for _attempt in range(4):
+        median = median_inference_ms(model, runs=15)
+        budget = max(1.0, factor * median)
+        obs = run(config(tmp_path, budget, source_extra="fps = 60"), records=300, seconds=60)
+        assert len(obs.records) >= 100
+        assert obs.late("ok") == 0, obs.report()
+        statuses = {r["status"] for r in obs.records}
+        assert statuses <= {"ok", "fail_safe"}
+        for r in obs.records:
+            if r["status"] == "fail_safe":
+                assert r["cause"] in ("stale", "deadline", "predicted") and r["detections"] == []
+        fair, seen = judgeable(obs, median, factor)
+        attempts.append(seen)
+        if fair:
+            break
+    else:
+        pytest.fail(f"the machine's speed drifted during every run ({attempts}); the share of "
+                    "ok records could not be judged")
     share_ok = sum(r["status"] == "ok" for r in obs.records) / len(obs.records)
     if factor <= 0.5:
-        assert share_ok < 0.5, obs.report()
+        assert share_ok < 0.5, (attempts, obs.report())
     if factor >= 2.0:
-        assert share_ok > 0.5, obs.report()
-    for r in obs.records:
-        if r["status"] == "fail_safe":
-            assert r["cause"] in ("stale", "deadline", "predicted") and r["detections"] == []
+        # 2× leaves a typical frame one inference of slack: room for the mailbox wait (at most
+        # a frame period at 60 fps) and the run's own overheads.
+        assert share_ok > 0.5, (attempts, obs.report())
 
 
 @pytest.mark.slow
@@ -278,11 +336,21 @@ def test_budget_at_half_the_inference_keeps_records_coming(tmp_path: Path) -> No
 
 
 def test_the_ladder_steps_down_under_load_and_back_up_when_it_goes(tmp_path: Path) -> None:
+    """Busy processes make the main model miss: the ladder steps down to the light rung, stays
+    there while the load lasts (hysteresis, no flapping), and climbs back once it goes.
+
+    The load is driven by what the run does, not by a clock: busy processes are added until
+    the ladder steps down (how many it takes depends on what else the machine runs: with two
+    busy processes already there, four more make inference only ~2× slower, not the ~3× an
+    idle machine sees, and the fixed four used to leave the main model inside its budget);
+    they are stopped once the light rung has held for a while; then the climb back is waited
+    for. Every wait has a generous timeout, and failing one is the test's verdict."""
     main = matmul_chain(tmp_path / "model.onnx", size=512, depth=12)
     matmul_chain(tmp_path / "light.onnx", size=512, depth=2)
     median = median_inference_ms(main)
-    # Calm, a frame may wait up to one inference in the mailbox and then take one: 2/3 of the
-    # budget at worst. Four busy-looping processes make inference ~3× slower: well over it.
+    # Calm, a frame may wait up to one frame period in the mailbox and then take one
+    # inference; climbing needs main's expected cost under 0.8 × budget. 3× leaves room for
+    # the calm machine's jitter and is still crossed by a heavy enough load.
     budget = 3 * median
     ladder = """
 [runtime.ladder]
@@ -294,28 +362,61 @@ name = "light"
 path = "light.onnx"
 """
     cfg = config(tmp_path, budget, source_extra="fps = 20", runtime_extra=ladder)
-    load: dict[str, float] = {}
+    hogs: list[subprocess.Popen] = []
+    marks: dict[str, float] = {}
+    held, back = 60, 60   # records (3 s at 20 fps) on the light rung under load, on main after
 
-    def hog() -> None:   # four busy processes from 4 s to 10 s into the run
-        time.sleep(4)
-        load["start"] = time.time()
-        code = "import time\nend = time.time() + 6\nwhile time.time() < end: pass\n"
-        hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4)]
+    # Started from the observer's thread, which may run at real-time priority: the busy
+    # processes drop back to normal scheduling first, like any other process on the machine.
+    hog = ("import os\nif hasattr(os, 'sched_setscheduler'):\n"
+           "    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))\nwhile True: pass\n")
+
+    def add_load(n: int) -> None:
+        hogs.extend(subprocess.Popen([sys.executable, "-c", hog]) for _ in range(n))
+
+    def stop_load() -> None:
+        for h in hogs:
+            h.kill()
         for h in hogs:
             h.wait()
-        load["end"] = time.time()
 
-    loader = threading.Thread(target=hog)
-    loader.start()
-    obs = run(cfg, seconds=20)   # read as it comes: a full stdout pipe would stall the loop
-    loader.join()
-    rung = {id(r): r.get("rung", "main") for r in obs.records}
-    during = [rung[id(r)] for r in obs.records if load["start"] + 2 < r["captured_at"] < load["end"]]
-    after = [rung[id(r)] for r in obs.records if r["captured_at"] > load["end"] + 6]
-    assert during and after, obs.report()
-    assert during.count("light") > 0.8 * len(during), "did not step down under load"
-    assert after and set(after) == {"main"}, "did not climb back once the load went"
-    rungs = [rung[id(r)] for r in obs.records]
+    rungs: list[str] = []
+
+    def follow(r: dict, got: float) -> bool:   # on the observer's thread, as records arrive
+        rungs.append(r.get("rung", "main"))
+        n = len(rungs)
+        if "load" not in marks:
+            if n >= 40:                       # warmed up on main: the load starts
+                marks["load"] = got
+                add_load(4)
+            return False
+        if "down" not in marks:
+            if rungs[-1] == "light":
+                marks["down"], marks["down_at"] = got, n
+            elif got - marks.get("more", marks["load"]) > 5 and len(hogs) < 16:
+                marks["more"] = got           # not enough to make main miss here: more load
+                add_load(2)
+            return False
+        if "end" not in marks:
+            if n - marks["down_at"] >= held:
+                stop_load()
+                marks["end"], marks["end_at"] = time.time(), n
+            return False
+        tail = rungs[marks["end_at"]:]
+        return len(tail) >= back and set(tail[-back:]) == {"main"}
+
+    try:
+        obs = run(cfg, seconds=120, on_record=follow)
+    finally:
+        stop_load()
+    assert "down" in marks, f"did not step down under load ({len(hogs)} busy processes)"
+    assert "end" in marks, obs.report()
+    during = rungs[marks["down_at"]:marks["end_at"]]
+    assert during.count("light") > 0.8 * len(during), "did not stay down under load"
+    tail = rungs[marks["end_at"]:]
+    assert len(tail) >= back and set(tail[-back:]) == {"main"}, \
+        (f"did not climb back within {obs.received[-1] - marks['end']:.0f} s once the load "
+         f"went (budget {budget:.1f} ms); the run's summary: {obs.stderr[-1500:]}")
     changes = sum(a != b for a, b in zip(rungs, rungs[1:]))
     assert changes <= 6, f"flapping: {changes} switches"
     assert "degraded: stepping down" in obs.stderr

@@ -500,19 +500,31 @@ def test_heartbeats_arrive_at_the_interval_when_no_decisions_flow(pty_pair) -> N
             out.send(record(seq))
             time.sleep(0.005)
         frames = wire.wait_for(lambda fs: sum(f is not None and f.type == HEARTBEAT
-                                              for f in fs) >= 10, timeout=5)
+                                              and f.seq == 40 for f in fs) >= 10, timeout=30)
     finally:                              # … then it is idle: heartbeats
         out.close()
     frames = [f for f in frames if f is not None]
     beats = [f for f in frames if f.type == HEARTBEAT]
     assert [f.seq for f in frames if f.type == DECISION] == list(range(1, 41))
-    assert all(b.seq == 40 and b.frame_id == 39 and b.action == "" for b in beats)
+    # The idle heartbeats repeat the last decision. A loaded machine can stretch one of the
+    # 5 ms sleeps past heartbeat_ms: a heartbeat between decisions is then right, as long as
+    # it repeats the decision before it and followed heartbeat_ms of silence (checked below).
+    assert sum(b.seq == 40 and b.frame_id == 39 for b in beats) >= 10
+    last = None
+    for f in frames:
+        if f.type == DECISION:
+            last = f
+        elif f.type == HEARTBEAT:
+            assert last is not None and (f.seq, f.frame_id, f.action) == (last.seq, last.frame_id, ""), f
     # A heartbeat only ever follows heartbeat_ms of silence (t_ms is in whole milliseconds).
     for before, beat in zip(frames, frames[1:]):
         if beat.type == HEARTBEAT:
             assert beat.t_ms - before.t_ms >= 39, (before, beat)
-    gaps = sorted(b.t_ms - a.t_ms for a, b in zip(beats, beats[1:]))
-    assert 39 <= gaps[len(gaps) // 2] <= 100, gaps   # the median interval is the configured one
+    idle = [b for b in beats if b.seq == 40]
+    gaps = sorted(b.t_ms - a.t_ms for a, b in zip(idle, idle[1:]))
+    # The median interval is the configured one: a late wake-up of the writer lengthens one
+    # gap, not the median (100 ms is 2.5 intervals: a timer that drifted would exceed it).
+    assert 39 <= gaps[len(gaps) // 2] <= 100, gaps
 
 
 def test_send_never_blocks_when_nobody_reads(pty_pair) -> None:
@@ -563,11 +575,15 @@ def test_ack_retries_until_acknowledged_and_newer_frames_supersede(pty_pair) -> 
 
     thread = threading.Thread(target=actuator, daemon=True)
     thread.start()
-    cfg = serial_cfg(port, ack=True, ack_timeout_ms=40, ack_retries=2, heartbeat_ms=5000)
+    # The ack timeout is the only clock here; it must outlast a loaded machine's scheduling
+    # delays, because both "the actuator acked in time" and "4 was queued before 3's timeout"
+    # are races against it. At 40 ms, one late wake-up of the actuator thread (or of this one
+    # between sending 3 and 4) turned into an extra retry; 400 ms costs under 3 s per run.
+    cfg = serial_cfg(port, ack=True, ack_timeout_ms=400, ack_retries=2, heartbeat_ms=50_000)
     out = SerialOutput.open(cfg, "serial:test", "stop")
 
     def settle(check: Callable[[dict], bool]) -> dict:
-        end = time.monotonic() + 5
+        end = time.monotonic() + 30
         while not check(out.stats()):
             assert time.monotonic() < end, out.stats()
             time.sleep(0.01)
@@ -575,11 +591,12 @@ def test_ack_retries_until_acknowledged_and_newer_frames_supersede(pty_pair) -> 
 
     try:
         out.send(record(1))
-        settle(lambda s: s["acked"] == 1)
+        retried = settle(lambda s: s["acked"] == 1)["retries"]
         silent.add(2)
         out.send(record(2))
         s = settle(lambda s: s["unacked"] == 1)
-        assert [f.seq for f in seen if f.type == DECISION].count(2) == 3 and s["retries"] == 2
+        assert [f.seq for f in seen if f.type == DECISION].count(2) == 3
+        assert s["retries"] - retried == 2
         silent.add(-1)                     # the actuator stops acking altogether
         out.send(record(3))
         out.send(record(4))            # queued while 3 waits: 3 is not resent

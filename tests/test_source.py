@@ -158,22 +158,34 @@ def test_frames_are_read_only_and_recycle_a_few_buffers(
 
 def test_file_latest_mode_serves_fresh_frames_and_counts_drops(
         video: Path, sources: list[FrameSource]) -> None:
+    """`latest` is a mailbox, not a queue: every read returns the newest frame captured before
+    the read began, and the frames it replaced are counted as dropped.
+
+    Freshness is proved by frame indices, which no scheduler can disturb: a queue behind this
+    consumer (three times slower than the video) would fall two frames further behind per
+    read. Ages in seconds only back that up, as a median: one thread preempted for a while by
+    busy processes makes one frame old without the mailbox being wrong (seen under load: a
+    single age of 124 ms against the 90 ms that used to be the bound for every read)."""
     period = 1.0 / VIDEO_FPS
     src = started(sources, config("file", str(video), mode="latest"))
     taken: list[Frame] = []
     ages: list[float] = []
-    stop = monotonic() + 10.0
+    behind: list[int] = []
+    stop = monotonic() + 30.0
     while not src.ended and monotonic() < stop:
+        newest = src.stats().frames - 1   # the newest frame captured before this read
         frame = src.read(0.5)
         if frame is None:
             continue
         ages.append(monotonic() - frame.arrival_s)
+        behind.append(newest - frame.index)
         taken.append(frame)
         time.sleep(3 * period)  # a consumer three times slower than the video
     assert src.ended
     indices = [f.index for f in taken]
     assert indices == sorted(set(indices)) and indices[-1] == VIDEO_FRAMES - 1
-    assert max(ages) <= period + SLACK, ages
+    assert max(behind) <= 0, behind   # never an older frame than the newest one there was
+    assert float(np.median(ages)) <= period + SLACK, ages
     stats = src.stats()
     assert stats.dropped == indices[-1] + 1 - len(taken) == VIDEO_FRAMES - len(taken)
     assert stats.dropped >= VIDEO_FRAMES // 2 and stats.state == "ended"

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -63,8 +64,12 @@ def _realtime() -> bool:
 
 
 def observe(cmd: list[str], *, seconds: float | None = None, records: int | None = None,
-            cwd: str | None = None, env: dict | None = None, timeout: float = 600) -> Observed:
-    """Run `cmd` until it exits, `seconds` pass or `records` arrive (then SIGTERM it)."""
+            cwd: str | None = None, env: dict | None = None, timeout: float = 600,
+            on_record: Callable[[dict, float], bool] | None = None) -> Observed:
+    """Run `cmd` until it exits, `seconds` pass or `records` arrive (then SIGTERM it).
+
+    `on_record(record, received)` is called on the reader thread as each record arrives, so
+    a test can act on what the run does; returning True ends the run like `records` does."""
     obs = Observed()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     done = threading.Event()
@@ -78,6 +83,8 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
                 obs.records.append(json.loads(line))
                 obs.received.append(got)
                 if records is not None and len(obs.records) >= records:
+                    done.set()
+                if on_record is not None and on_record(obs.records[-1], got):
                     done.set()
         done.set()
 
