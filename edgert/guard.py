@@ -30,18 +30,19 @@ RT_PRIORITY = 5   # above ordinary threads, below the sender's
 class Ticket:
     """One frame on its way through the stages: the single mutable object two threads share.
 
-    `lost` is set by the guard alone. `stage`, `stage_t0` and `latency_ms` are written by the
+    `lost` is set by the guard alone, `finished` by the loop alone. `stage`, `stage_t0` and `latency_ms` are written by the
     loop between stages; each change is mirrored on the herald's board, so a record sent at
     the deadline can say where the time went.
     """
 
-    __slots__ = ("frame", "deadline", "runner", "seq", "lost", "stage", "stage_t0",
+    __slots__ = ("frame", "deadline", "runner", "seq", "lost", "finished", "stage", "stage_t0",
                  "latency_ms", "board")
 
     def __init__(self, frame: Frame, deadline: Deadline, runner: InferenceRunner, seq: int,
                  board: np.ndarray, now: float) -> None:
         self.frame, self.deadline, self.runner, self.seq = frame, deadline, runner, seq
         self.lost = False
+        self.finished = False   # the loop is done with it: nothing left to stop
         self.board = board
         self.latency_ms: dict[str, float] = {"capture": frame.capture_s * 1e3}
         board[3:] = 0.0
@@ -105,7 +106,7 @@ class Guard:
         with self._cond:
             while not self._closing:
                 t = self._armed
-                if t is None or t.lost or not t.deadline.enforced:
+                if t is None or t.lost or t.finished or not t.deadline.enforced:
                     self._until = INF
                     self._cond.wait()
                     continue

@@ -27,7 +27,7 @@ from edgert.guard import Guard, Ticket
 from edgert.infer import ModelInfo
 from edgert.ladder import Ladder
 from edgert.pipeline import FrameResult, Pipeline
-from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer
+from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer, Outcome
 from edgert.publish.sender import HeraldPort, LocalHerald, SenderProcess
 from edgert.records import STAGES, Decision, Metrics, Status, Timing, Verdict
 from edgert.service.notify import Notifier
@@ -40,14 +40,27 @@ log = logging.getLogger("edgert")
 GIL_SWITCH_S = 0.0005   # how long a thread may hold the GIL while the guard waits for it
 
 
+class Watch:
+    """Looks on as frames go through, for whoever wants more than records (replay's annotated
+    video and report, metrics). Does nothing by default; the loop calls it on its own thread,
+    so a watcher must be quick or hand the work to a thread of its own."""
+
+    def on_frame(self, frame: Frame, result: FrameResult, seq: int) -> None:
+        """After the stages, before the record is handed over (the pixels are valid now only)."""
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """What went out for a frame, as the herald reports it (later, in order)."""
+
+
 class Runtime:
     """Owns the parts of one run; only this class and `build` know the concrete ones."""
 
     def __init__(self, cfg: Config, source: FrameSource, rungs: list[Pipeline], info: ModelInfo,
                  herald: HeraldPort, *, clock: Clock = LIVE, enforce_budget: bool = True,
-                 run_id: str | None = None) -> None:
+                 run_id: str | None = None, watch: Watch | None = None) -> None:
         self.cfg, self.source, self.rungs, self.info = cfg, source, rungs, info
         self.herald, self.clock, self.enforce_budget = herald, clock, enforce_budget
+        self.watch = watch
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.summary = RunSummary()
         self.budget_s = cfg.runtime.budget_ms / 1e3
@@ -70,22 +83,27 @@ class Runtime:
     @classmethod
     def build(cls, cfg: Config, *, clock: Clock = LIVE) -> Runtime:
         """A live run: frames from the configured source, records from the sender process."""
-        rungs, info = build_rungs(cfg, clock)
-        source = open_source(cfg.source, clock)   # before outputs: nothing to close if it fails
         run_id = uuid.uuid4().hex[:12]
-        herald = SenderProcess.start(cfg, run_id,
-                                     realtime=cfg.runtime.guard_priority == "realtime")
+        # The sender opens the outputs while the model loads; its mistakes come back at ready.
+        herald = SenderProcess.spawn(cfg, run_id, realtime=cfg.runtime.guard_priority == "realtime")
+        try:
+            rungs, info = build_rungs(cfg, clock)
+            source = open_source(cfg.source, clock)
+            herald.wait_ready()
+        except BaseException:
+            herald.close()
+            raise
         return cls(cfg, source, rungs, info, herald, clock=clock, run_id=run_id)
 
     @classmethod
     def local(cls, cfg: Config, outputs: list, *, source: FrameSource | None = None,
-              clock: Clock = LIVE) -> Runtime:
+              clock: Clock = LIVE, watch: Watch | None = None) -> Runtime:
         """Deadlines measured, not enforced, the herald on the loop's thread: bench, replay."""
         rungs, info = build_rungs(cfg, clock)
         source = source or open_source(cfg.source, clock)
         run_id = uuid.uuid4().hex[:12]
         return cls(cfg, source, rungs, info, LocalHerald(cfg, run_id, outputs, clock),
-                   clock=clock, enforce_budget=False, run_id=run_id)
+                   clock=clock, enforce_budget=False, run_id=run_id, watch=watch)
 
     @property
     def guard(self) -> Guard:
@@ -120,8 +138,11 @@ class Runtime:
         if deadline.enforced:
             self.guard.arm(t)
         result = pipeline.process(t)
+        t.finished = True   # the guard leaves it alone from here
         if result.error:
             self._report_error(result)
+        if self.watch is not None:
+            self.watch.on_frame(frame, result, seq)
         made = self._hand_over(t, pipeline, result)
         self._climb_or_descend(pipeline, made == "ok", t)
         self._account()
@@ -192,6 +213,8 @@ class Runtime:
     def _account(self) -> None:
         for o in self.herald.take_outcomes():
             self.summary.count(o)
+            if self.watch is not None:
+                self.watch.on_outcome(o)
 
     def _report_state(self) -> None:
         """Online or degraded (a lighter rung, a fallback provider), to outputs that report it."""

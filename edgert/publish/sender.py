@@ -132,9 +132,9 @@ class SenderProcess:
         self._closed: dict[str, Any] | None = None
 
     @classmethod
-    def start(cls, cfg: Config, run_id: str, realtime: bool) -> SenderProcess:
-        """Start the process and wait until its outputs are open; a ConfigError from opening
-        one (a missing serial port, a bad TLS file) comes back here as it would in-process."""
+    def spawn(cls, cfg: Config, run_id: str, realtime: bool) -> SenderProcess:
+        """Start the process; it opens the outputs while the loop loads its model. Call
+        `wait_ready` before the first frame, or `close` to give up on it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCK_BUF)
@@ -152,20 +152,27 @@ class SenderProcess:
             theirs.close()
             os.close(memfd)
         ours.sendall(pickle.dumps((cfg, run_id, realtime, logging.getLogger().level)))
-        ours.settimeout(START_S)
+        return cls(proc, ours, board, shm, "starting")
+
+    def wait_ready(self, timeout: float = START_S) -> None:
+        """Until the outputs are open; a ConfigError from opening one (a missing serial port, a
+        bad TLS file) comes back here as it would in-process."""
+        self._sock.settimeout(timeout)
         try:
-            reply = pickle.loads(ours.recv(MAX_MSG) or pickle.dumps(("fatal", "it exited")))
+            data = self._sock.recv(MAX_MSG)
+            reply = pickle.loads(data) if data else ("fatal", "it exited")
         except (socket.timeout, OSError, EOFError) as e:
             reply = ("fatal", f"no answer ({e})")
-        if reply[0] != "ready":
-            ours.close()
-            proc.wait(10)
-            if reply[0] == "error":
-                raise ConfigError(*reply[1:])
-            raise EdgertError(f"the sender process could not start: {reply[1]}")
-        ours.settimeout(None)
-        ours.setblocking(True)
-        return cls(proc, ours, board, shm, reply[1])
+        self._sock.settimeout(None)
+        if reply[0] == "ready":
+            self.priority = reply[1]
+            return
+        self._lost = True
+        self._sock.close()
+        self._proc.wait(10)
+        if reply[0] == "error":
+            raise ConfigError(*reply[1:])
+        raise EdgertError(f"the sender process could not start: {reply[1]}")
 
     def _send(self, msg: tuple) -> None:
         if self._lost:
