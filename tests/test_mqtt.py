@@ -637,3 +637,94 @@ def test_a_broker_certificate_from_another_ca_is_refused(tmp_path: Path, model,
     assert "cannot reach the broker" in proc.stderr and ": connected" not in proc.stderr
     rows = sqlite3.connect(tmp_path / "queue.sqlite").execute("SELECT COUNT(*) FROM queue")
     assert rows.fetchone()[0] == 5   # kept for when the configuration is fixed
+
+
+# Outputs that stop taking records hold nothing up
+
+
+STUCK_CONFIG = """
+device_id = "stuck-test"
+
+[source]
+url = "pattern:"
+fps = 60
+
+[model]
+path = "model.onnx"
+
+[runtime]
+budget_ms = {budget:.3f}
+
+[fail_safe]
+action = "stop"
+
+[[outputs]]
+type = "stdout"
+
+[[outputs]]
+type = "jsonl"
+path = "out.jsonl"
+
+[[outputs]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {port}
+queue_path = "queue.sqlite"
+"""
+
+
+def past_deadline_ms(r: dict) -> float:
+    return (r["decided_at"] - r["captured_at"]) * 1e3 - r["deadline_ms"]
+
+
+def test_a_stdout_nobody_reads_holds_up_neither_mqtt_nor_the_deadline(tmp_path: Path,
+                                                                       broker) -> None:
+    """`edgert run … | sleep 600`: the pipe fills after a few hundred records; MQTT must go on
+    receiving every record, the records sent at the deadline must still be sent at it, and
+    SIGTERM must still end the run."""
+    from onnx_models import matmul_chain
+    from test_deadline import median_inference_ms
+
+    model = matmul_chain(tmp_path / "model.onnx", size=512, depth=10)
+    budget = 0.6 * median_inference_ms(model)   # most frames miss: the deadline fires often
+    cfg = write_config(tmp_path / "device.toml", STUCK_CONFIG.format(budget=budget,
+                                                                     port=broker.port))
+    sub = Subscriber(broker.port, "edgert/stuck-test/#")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "edgert", "run", str(cfg)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr.txt", "w"),
+                            env=env)   # stdout is never read
+    try:
+        # ~400 bytes a record: 64 KiB of pipe is full after ~160; wait for four times that.
+        sub.wait(lambda s: len(s.decisions()) >= 700, timeout=120, what="700 decisions")
+        assert proc.poll() is None
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    sub.wait(lambda s: "shutdown" in str(s.got("/status")[-1:]), what="the offline status")
+    sub.stop()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
+    # The sender's limits: 2 s for the stuck stdout, close_timeout_s for MQTT, and margin.
+    assert stopped_s < 15, stopped_s
+    decisions = [d for d, _ in sub.got("/decision")]
+    assert [d["seq"] for d in decisions] == list(range(1, len(decisions) + 1))
+    fired = [d for d in decisions if d.get("cause") == "deadline"]
+    assert len(fired) >= 20   # the rest were given up on before their deadline (predicted)
+    late = sorted(past_deadline_ms(d) for d in fired)
+    realtime = "sender realtime" in stderr
+    # At real-time priority the herald sends at the deadline whatever else the machine does;
+    # without it (no CAP_SYS_NICE) an ordinary process can delay it by a time slice.
+    assert late[int(0.99 * (len(late) - 1))] <= (2.0 if realtime else 20.0), late[-10:]
+    summary = json.loads(stderr.split("summary: ", 1)[1].splitlines()[0])
+    assert summary["late_ok"] == 0
+    stdout = summary["outputs"]["stdout"]
+    assert stdout["written"] < len(decisions) - 300      # the stuck reader held lines there …
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) >= len(decisions) - 5             # … and nowhere else
+    assert all(json.loads(x)["seq"] for x in lines)

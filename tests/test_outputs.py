@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import DEMO_CONFIG, REPO
@@ -132,3 +134,62 @@ def test_run_piped_into_head_ends_cleanly() -> None:
     assert "Traceback" not in proc.stderr
     assert "lost its reader" in proc.stderr   # it ended because nobody listens, not at the end
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+FULL_DISK_CONFIG = """
+device_id = "full-disk-test"
+
+[source]
+url = "pattern:"
+fps = 60
+
+[model]
+path = "model.onnx"
+
+[runtime]
+budget_ms = {budget:.3f}
+
+[fail_safe]
+action = "stop"
+
+[[outputs]]
+type = "stdout"
+
+[[outputs]]
+type = "jsonl"
+path = "out.jsonl"
+"""
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="prlimit (util-linux) is not installed")
+def test_a_full_disk_under_jsonl_holds_up_neither_stdout_nor_the_deadline(tmp_path: Path) -> None:
+    """The jsonl file may not grow past 20 kB (RLIMIT_FSIZE: what a full disk looks like to
+    the writer): stdout, watched from outside, goes on with every record, the deadline's
+    records on time, and the file keeps whole lines only."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from observe import observe
+    from onnx_models import matmul_chain
+    from test_deadline import median_inference_ms
+
+    model = matmul_chain(tmp_path / "model.onnx", size=512, depth=10)
+    budget = 0.9 * median_inference_ms(model)
+    cfg = tmp_path / "device.toml"
+    cfg.write_text(FULL_DISK_CONFIG.format(budget=budget))
+    obs = observe(["prlimit", "--fsize=20000", sys.executable, "-m", "edgert", "run", str(cfg)],
+                  records=600, timeout=120, cwd=str(tmp_path), env=ENV)
+    assert obs.returncode == 0 and "Traceback" not in obs.stderr, obs.stderr[-2000:]
+    assert len(obs.records) >= 600
+    seqs = [r["seq"] for r in obs.records]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert obs.late("ok") == 0, obs.report()
+    fired = np.array([got - (r["captured_at"] + r["deadline_ms"] / 1e3)
+                      for r, got in zip(obs.records, obs.received) if r.get("cause") == "deadline"])
+    if fired.size >= 20:   # how many frames the deadline takes depends on the machine's mood
+        realtime = "sender realtime" in obs.stderr
+        assert np.percentile(fired * 1e3, 99) <= (2.0 if realtime else 20.0), fired.max()
+    text = (tmp_path / "out.jsonl").read_text()
+    assert len(text) <= 20000 and (not text or text.endswith("\n"))
+    assert all(json.loads(x)["schema"] == "edgert.decision/1" for x in text.splitlines())
+    warned = [ln for ln in obs.stderr.splitlines()
+              if ln.startswith("edgert: WARNING") and "File too large" in ln]
+    assert len(warned) == 1, warned   # reported once per streak, not once per record

@@ -104,6 +104,11 @@ class Herald:
         if self._open and self._armed is not None:   # the loop moved on without a word
             self.overrun(self._armed.seq, "error", "publish", {}, "no record was offered")
         self._armed, self._open = armed, True
+        # A frame the loop took after its deadline (it was busy with the one before): its
+        # record goes out now, as stale — the herald cannot speak for a frame it never heard of.
+        if self.clock.now() >= armed.deadline_at:
+            self._policy(armed, "stale", "preprocess", {}, self.clock.now(),
+                         late_s=self.clock.now() - armed.deadline_at)
 
     def due(self) -> float:
         """When `fire` must run: the armed frame's deadline while its record is still owed."""
