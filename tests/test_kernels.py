@@ -143,12 +143,14 @@ def test_fused_rejects_what_it_cannot_write():
         pre(Frame(0, np.zeros((10, 10), np.uint8), 0.0, 0.0))
 
 
-def test_kernels_compiled_at_import_not_on_first_frame():
-    for kernel in (fused._resize_into, fused._halve_into):
-        assert len(kernel.signatures) == 3    # float32, float16 (as uint16), uint8
-    FusedPreprocessor(InputConfig(), (64, 64), np.float16).warm_up((48, 64))
+def test_kernels_compiled_when_the_preprocessor_is_built_not_on_a_frame():
+    pre = FusedPreprocessor(InputConfig(), (64, 64), np.float16)
+    resize, halve = fused.kernels(np.uint16)      # float16 is written as its uint16 bits
+    assert pre._resize is resize and pre._halve is halve
+    assert len(resize.signatures) == len(halve.signatures) == 1   # only what this model needs
+    pre.warm_up((48, 64))
     FusedPreprocessor(InputConfig(), (64, 64), np.float32).warm_up((128, 128))
-    assert len(fused._resize_into.signatures) == len(fused._halve_into.signatures) == 3
+    assert len(resize.signatures) == len(halve.signatures) == 1   # no compile on a frame
     assert isinstance(fused.kernels_from_cache(), bool)
     assert isinstance(kernels.kernels_from_cache(), bool)
 

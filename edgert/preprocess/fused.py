@@ -2,11 +2,14 @@
 
 Same interface and output as `ReferencePreprocessor` (bilinear matches cv2.INTER_LINEAR within
 one grey level), but each output value is written once, straight from the source rows it needs.
-The kernel compiles for its explicit signatures when this module is imported (from numba's
-on-disk cache after the first run), so no frame ever pays compilation.
+The kernels compile for the one tensor dtype a preprocessor writes when it is built (from
+numba's on-disk cache after the first run) — at start-up, before ready, so no frame ever pays
+compilation, and a cold start compiles only what the model needs (a third of all signatures).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numba
 import numpy as np
@@ -60,8 +63,6 @@ def _gather_row(s, j0, j1, a0, a1, two_tap, half, shift, lut, ob, og, orr):  # p
             orr[x] = lr[(s[k0 + two] * w0 + half) >> shift]
 
 
-@numba.njit([_signature(t) for t in (nt.float32, nt.uint16, nt.uint8)],
-            **_JIT)
 def _resize_into(src, rows, row_w, j0, j1, a0, a1, two_tap, col0, ncols, lut, dst_b, dst_g,
                  dst_r, top, left, tmp):  # pragma: no cover - compiled
     """Separable fixed-point bilinear, vertical first: blend the two source rows an output row
@@ -98,8 +99,6 @@ def _halve_signature(out: nt.Type) -> nt.Type:
                    nt.uint16[::1])
 
 
-@numba.njit([_halve_signature(t) for t in (nt.float32, nt.uint16, nt.uint8)],
-            **_JIT)
 def _halve_into(src, y0, x0, rh, rw, affine, gain_bias, lut, dst_b, dst_g, dst_r, top, left,
                 tmp):  # pragma: no cover - compiled
     """The exact 2× case (640x360 → 320, 1280x720 → 640, the commonest camera/model pairs).
@@ -136,9 +135,25 @@ def _halve_into(src, y0, x0, rh, rw, affine, gain_bias, lut, dst_b, dst_g, dst_r
                 orr[x] = lr[(tmp[k + 2] + tmp[k + 5] + 2) >> 2]
 
 
+_NUMBA_TYPE = {np.float32: nt.float32, np.uint16: nt.uint16, np.uint8: nt.uint8}
+_BUILT: list = []   # every kernel dispatcher made so far, for kernels_from_cache
+
+
+@functools.cache
+def kernels(storage: type) -> tuple:
+    """The general and the exact-2× kernel for one storage dtype, compiled (or loaded from the
+    cache) now."""
+    t = _NUMBA_TYPE[storage]
+    made = (numba.njit([_signature(t)], **_JIT)(_resize_into),
+            numba.njit([_halve_signature(t)], **_JIT)(_halve_into))
+    _BUILT.extend(made)
+    return made
+
+
 def kernels_from_cache() -> bool:
-    """True if every compiled signature was loaded from numba's on-disk cache (no compile paid)."""
-    for kernel in (_resize_into, _halve_into):
+    """True if every kernel compiled so far was loaded from numba's on-disk cache (no compile
+    paid)."""
+    for kernel in _BUILT:
         stats = kernel.stats
         if stats.cache_misses or sum(stats.cache_hits.values()) != len(kernel.signatures):
             return False
@@ -214,6 +229,7 @@ class FusedPreprocessor:
         planes = [channels.index(k) for k in range(3)]
         self._dst = tuple(storage[p] for p in planes)
         self._lut = self._build_lut(cfg, self.dtype)[planes].view(_STORAGE[self.dtype]).copy()
+        self._resize, self._halve = kernels(_STORAGE[self.dtype])
         self._affine, self._gain_bias = self._affine_terms(cfg, self.dtype)
         self._gain_bias = self._gain_bias.reshape(2, 3)[:, planes].reshape(6).copy()
         self._plan: _Plan | None = None
@@ -275,10 +291,10 @@ class FusedPreprocessor:
         if plan.halve:
             x0, y0, _, _ = plan.transform.crop
             rh, rw = plan.transform.resized_hw
-            _halve_into(image.reshape(h, w * 3), y0, x0, rh, rw, self._affine, self._gain_bias,
+            self._halve(image.reshape(h, w * 3), y0, x0, rh, rw, self._affine, self._gain_bias,
                         self._lut, b, g, r, py, px, plan.tmp16)
             return self.tensor, plan.transform
-        _resize_into(image.reshape(h, w * 3), plan.rows, plan.row_w, plan.j0, plan.j1, plan.a0,
+        self._resize(image.reshape(h, w * 3), plan.rows, plan.row_w, plan.j0, plan.j1, plan.a0,
                      plan.a1, plan.two_tap, plan.col0, plan.ncols, self._lut, b, g, r, py, px,
                      plan.tmp)
         return self.tensor, plan.transform
