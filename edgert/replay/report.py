@@ -116,9 +116,9 @@ def table(report: dict[str, Any]) -> str:
     if len(entries) > 1:
         entries.append(("all", report["total"]))
     for name, f in entries:
-        lat = f["latency_ms"].get("total", {})
+        lat = f["latency_ms"].get("total", {})   # empty when no frame was decided ok
+        ms = [f"{lat[k]:>8.2f}" if k in lat else f"{'-':>8}" for k in ("p50", "p99", "max")]
         rows.append(f"{name[:28]:<28} {f['frames_read']:>7} {f['frames_decided']:>7} "
-                    f"{f['drops']:>5} {sum(f['misses'].values()):>6} "
-                    f"{lat.get('p50', float('nan')):>8.2f} {lat.get('p99', float('nan')):>8.2f} "
-                    f"{lat.get('max', float('nan')):>8.2f} {f['fps'] or 0:>7.1f}")
+                    f"{f['drops']:>5} {sum(f['misses'].values()):>6} {' '.join(ms)} "
+                    f"{f['fps'] or 0:>7.1f}")
     return "\n".join(rows)
