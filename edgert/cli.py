@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=_positive_int, default=300, metavar="N")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    rp = sub.add_parser("replay", help="recorded video through the same loop: decisions, "
+                        "report, plots; --expect compares with a golden run")
+    rp.add_argument("target", metavar="VIDEO_OR_FOLDER")
+    rp.add_argument("--config", required=True, metavar="CONFIG")
+    rp.add_argument("--out", required=True, metavar="DIR")
+    rp.add_argument("--realtime", action="store_true",
+                    help="at the recording's pace, the budget enforced as on the box")
+    rp.add_argument("--annotate", action="store_true", help="also write DIR/annotated.mp4")
+    rp.add_argument("--expect", metavar="GOLDEN.jsonl",
+                    help="compare decisions with an earlier replay's; exit 3 if they differ")
+    rp.add_argument("--truth", metavar="LABELS",
+                    help="COCO JSON, a folder of YOLO .txt, or truth JSON lines: adds "
+                         "precision, recall and mAP to the report")
+
     q = sub.add_parser("quantize", help="static INT8 (QDQ) calibrated on real frames, with a "
                        "FP32-vs-INT8 speed and agreement report and a verdict")
     q.add_argument("model", metavar="MODEL.onnx")
@@ -114,6 +128,20 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgert.replay import ReplayArgs, replay
+    from edgert.service.signals import stop_on_signals
+
+    opt = lambda v: Path(v) if v else None   # noqa: E731
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        return replay(ReplayArgs(Path(args.target), Path(args.config), Path(args.out),
+                                 args.realtime, args.annotate, opt(args.expect),
+                                 opt(args.truth)), stop)
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -149,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="edgert: %(levelname)s: %(message)s")
-    verbs = {"run": _run, "check": _check, "bench": _bench, "quantize": _quantize}
+    verbs = {"run": _run, "check": _check, "bench": _bench, "quantize": _quantize,
+             "replay": _replay}
     try:
         status = verbs[args.verb](args)
         sys.stdout.flush()   # a closed pipe must surface here, not in the interpreter's exit

@@ -26,6 +26,10 @@ class ZoneGeometry:
             self._hw, self._poly = frame_hw, poly
         return self._poly
 
+    def pixels(self, frame_hw: tuple[int, int]) -> Poly:
+        """The polygon in pixels at this frame size (for drawing it)."""
+        return self._resolve(frame_hw)
+
     def anchor(self, box: Sequence[float]) -> tuple[float, float]:
         """Bottom centre is where a person or a part touches the floor or the belt."""
         x = (box[0] + box[2]) / 2

@@ -8,11 +8,11 @@ from edgert.errors import SourceUnavailable
 from edgert.source.base import DEFAULT_FPS, FrameSource, Reader, SourceStats
 from edgert.source.capture import CaptureReader
 from edgert.source.direct import DirectSource
-from edgert.source.grabber import GrabberSource
+from edgert.source.grabber import AheadSource, GrabberSource
 from edgert.source.images import ImageFolderReader
 from edgert.source.pattern import PatternReader
 
-__all__ = ["FrameSource", "SourceStats", "open_source"]
+__all__ = ["FrameSource", "SourceStats", "decode_ahead", "open_source"]
 
 KINDS = ("file", "camera", "v4l", "network", "gstreamer", "images", "pattern")
 MODES = ("latest", "every")
@@ -45,3 +45,11 @@ def open_source(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main")
         pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else cfg.fps
         return DirectSource(reader, loop=cfg.loop, fps=pace, clock=clock, source_id=source_id)
     return GrabberSource(reader, cfg, clock, source_id)
+
+
+def decode_ahead(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main") -> FrameSource:
+    """Every frame of a recorded file, in order, decoded on a thread of its own ahead of the
+    consumer and never paced (`edgert replay`'s fast clock)."""
+    if cfg.kind != "file":
+        raise SourceUnavailable(f"source {cfg.url}: decoding ahead is for video files only")
+    return AheadSource(CaptureReader(cfg, clock), cfg, clock, source_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from edgert.config.types import SourceConfig
@@ -23,8 +24,9 @@ class GrabberSource:
     """
 
     def __init__(self, reader: Reader, cfg: SourceConfig, clock: Clock,
-                 source_id: str = "main") -> None:
+                 source_id: str = "main", *, paced: bool = True) -> None:
         self._clock = clock
+        self._paced = paced
         self._reader = reader
         self._loop = cfg.loop
         self._fps = cfg.fps
@@ -121,7 +123,7 @@ class GrabberSource:
         pass_frames = 0
         while not self._stop.is_set():
             now = self._clock.now()
-            due = pacer.due(now)
+            due = pacer.due(now) if self._paced else now
             if due > now and self._stop.wait(due - now):
                 return
             slot = self._mailbox.acquire(self._stop)
@@ -157,3 +159,26 @@ class GrabberSource:
     def _finish(self, error: str | None) -> None:
         self._mailbox.finish()
         self._tally.end(error)
+
+
+class AheadSource(GrabberSource):
+    """Every frame of a recording, in order, decoded on its own thread as fast as it can run
+    ahead of the consumer (fast replay): the decoder's time overlaps inference instead of
+    adding to it. Unpaced, with a short ordered queue, so nothing is dropped and the frames a
+    run decides never depend on how fast the machine is.
+
+    A frame arrives when the consumer takes it, as with a DirectSource: the budget measures
+    the loop's work on it, not how long it waited in the queue behind the previous frame.
+    """
+
+    on_demand = True   # its first frame is decided, not discarded as older than ready
+
+    def __init__(self, reader: Reader, cfg: SourceConfig, clock: Clock,
+                 source_id: str = "main") -> None:
+        super().__init__(reader, dataclasses.replace(cfg, mode="every", loop=False), clock,
+                         source_id, paced=False)
+
+    def read(self, timeout: float) -> Frame | None:
+        frame = super().read(timeout)
+        return None if frame is None else dataclasses.replace(frame,
+                                                              arrival_s=self._clock.now())
