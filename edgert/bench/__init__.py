@@ -18,7 +18,7 @@ def bench(config_path: str, frames: int = 300, compare_with: str | None = None,
 
     kinds = contenders(compare_with, decode_ahead) if compare_with else None
     report = bench_in_process(config_path, frames)
-    report["compare"] = compare(config_path, kinds, frames, rounds) if kinds else None
+    report["compare"] = compare(config_path, kinds, frames, tuple(report["input_hw"]), rounds) if kinds else None
     return report
 
 

@@ -20,21 +20,29 @@ INSTALL_ULTRALYTICS = ("--compare ultralytics needs the ultralytics package, whi
 COMPARE = ("naive", "ultralytics")
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
 def contenders(compare: str, ahead: bool) -> list[str]:
     if compare not in COMPARE:
         raise UsageError(f"--compare {compare}: use one of {', '.join(COMPARE)}")
-    if compare == "ultralytics" and importlib.util.find_spec("ultralytics") is None:
+    if compare == "ultralytics" and not _installed("ultralytics"):
         raise UsageError(INSTALL_ULTRALYTICS)
     kinds = ["edgert"] + (["edgert-ahead"] if ahead else []) + ["naive"]
     return kinds + (["ultralytics"] if compare == "ultralytics" else [])
 
 
-def _peer(kind: str, config: str, frames: int, warmup: int) -> dict[str, Any]:
+def _peer(kind: str, config: str, frames: int, warmup: int,
+          hw: tuple[int, int]) -> dict[str, Any]:
     root = str(Path(__file__).resolve().parents[2])   # edgert importable from a checkout too
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
     proc = subprocess.run([sys.executable, "-m", "edgert.bench.peer", kind, config,
-                           "--frames", str(frames), "--warmup", str(warmup)],
+                           "--frames", str(frames), "--warmup", str(warmup), "--imgsz", f"{hw[0]},{hw[1]}"],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -42,13 +50,13 @@ def _peer(kind: str, config: str, frames: int, warmup: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare(config: str, kinds: list[str], frames: int, rounds: int = 2,
+def compare(config: str, kinds: list[str], frames: int, hw: tuple[int, int], rounds: int = 2,
             warmup: int = 10) -> dict[str, Any]:
     """Medians over `rounds` of each contender's own run; the order flips every round."""
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for r in range(rounds):
         for kind in (kinds if r % 2 == 0 else kinds[::-1]):
-            runs[kind].append(_peer(kind, config, frames, warmup))
+            runs[kind].append(_peer(kind, config, frames, warmup, hw))
     keys = ("fps", "cpu_ms_per_frame", "peak_rss_mb", "startup_s")
     out: dict[str, Any] = {"rounds": rounds, "frames": frames, "contenders": {
         k: {**{key: statistics.median(x[key] for x in v) for key in keys},

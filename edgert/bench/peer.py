@@ -72,17 +72,16 @@ def _torchvision_or_ultralytics_nms() -> str:
     return "ultralytics TorchNMS (torchvision's ops do not load with this torch)"
 
 
-def _ultralytics(config: str) -> Iterator[None]:
+def _ultralytics(config: str, hw: tuple[int, int]) -> Iterator[None]:
     from edgert.bench.setup import bench_config
     from ultralytics import YOLO
 
     NOTES["nms"] = _torchvision_or_ultralytics_nms()
 
     cfg = bench_config(config)   # nothing more of edgert in this process: its RSS is theirs
-    size = cfg.model.input.size   # else the export's own imgsz, from its metadata
     model = YOLO(str(cfg.model.path), task="detect")
     for _ in model.predict(source=cfg.source.target, stream=True, device="cpu",
-                           imgsz=list(size) if size else None, conf=cfg.model.conf,
+                           imgsz=list(hw), conf=cfg.model.conf,
                            iou=cfg.model.iou, max_det=cfg.model.max_det, verbose=False):
         yield
 
@@ -120,13 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("config")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--imgsz", default="640,640", metavar="H,W", help="the model's input size")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    h, w = (int(v) for v in args.imgsz.split(","))
+    hw = (h, w)
     runners: dict[str, Callable[[], Iterator[None]]] = {
         "edgert": lambda: _edgert(args.config, False),
         "edgert-ahead": lambda: _edgert(args.config, True),
         "naive": lambda: _naive(args.config),
-        "ultralytics": lambda: _ultralytics(args.config)}
+        "ultralytics": lambda: _ultralytics(args.config, hw)}
     result = measure(runners[args.kind](), args.frames, args.warmup)
     print(json.dumps({"kind": args.kind, **result, "notes": NOTES}), flush=True)
     return 0
