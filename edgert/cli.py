@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("config", metavar="CONFIG")
     b.add_argument("--frames", type=_positive_int, default=300, metavar="N")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.add_argument("--compare", choices=("naive", "ultralytics"), metavar="{naive,ultralytics}",
+                   help="also run edgert, the hand-written loop (and Ultralytics' predict loop) "
+                        "each in its own process: fps, CPU per frame, peak RSS")
+    b.add_argument("--decode-ahead", action="store_true",
+                   help="with --compare: also edgert with decoding on a thread ahead of the loop")
+    b.add_argument("--rounds", type=_positive_int, default=2, metavar="N",
+                   help="with --compare: alternating rounds per contender (default 2)")
 
     rp = sub.add_parser("replay", help="recorded video through the same loop: decisions, "
                         "report, plots; --expect compares with a golden run")
@@ -123,7 +130,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from edgert.bench import bench, format_report
-    report = bench(args.config, args.frames)
+    report = bench(args.config, args.frames, args.compare, args.decode_ahead, args.rounds)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
