@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from edgert.bench import NullOutput
+from edgert.publish import NullOutput
 from edgert.config import load_config
 from edgert.runtime import Runtime
 from edgert.source import open_source
@@ -31,11 +31,13 @@ def main() -> None:
     for kernels in ("numba", "reference"):
         c = dataclasses.replace(cfg, source=src_cfg,
                                 runtime=dataclasses.replace(cfg.runtime, kernels=kernels))
-        rt = Runtime.build(c, enforce_budget=False, outputs=[NullOutput()], source=open_source(src_cfg))
-        rt.warm_up(5)
+        rt = Runtime.local(c, [NullOutput()], source=open_source(src_cfg))
         runtimes[kernels] = rt
     source = open_source(src_cfg)
     source.start()
+    first = source.read(5.0)
+    for rt in runtimes.values():
+        rt.warm_up(first.image, runs=5)
     loop = {k: [] for k in runtimes}
     infer = {k: [] for k in runtimes}
     done = 0
