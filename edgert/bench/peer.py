@@ -16,15 +16,16 @@ NOTES: dict[str, str] = {}   # how a contender ran, where it had to differ from 
 
 
 def _edgert(config: str, ahead: bool) -> Iterator[None]:
-    from edgert.bench.ahead import AheadSource
     from edgert.bench.setup import bench_config
     from edgert.publish import NullOutput
     from edgert.runtime import Runtime
-    from edgert.source import open_source
+    from edgert.source import decode_ahead, open_source
 
     cfg = bench_config(config)
-    source = open_source(cfg.source)
-    rt = Runtime.local(cfg, [NullOutput()], source=AheadSource(source) if ahead else source)
+    # Decoding ahead is replay's source (video files only); other kinds are read as usual.
+    ahead = ahead and cfg.source.kind == "file"
+    source = decode_ahead(cfg.source) if ahead else open_source(cfg.source)
+    rt = Runtime.local(cfg, [NullOutput()], source=source)
     try:
         rt.source.start()
         first = rt.source.read(5.0)
