@@ -33,10 +33,10 @@ import numpy as np
 from edgert.clock import LIVE, Clock
 from edgert.config.types import Config
 from edgert.errors import ConfigError, EdgertError
-from edgert.publish.base import Output, Publisher
+from edgert.publish.base import Output, Post, Publisher
 from edgert.publish.herald import BOARD_SLOTS, Armed, Herald, Offer, Outcome, new_board
 from edgert.codec import encode
-from edgert.records import Metrics, Status
+from edgert.records import Event, Metrics, Status
 
 log = logging.getLogger("edgert.publish")
 
@@ -61,6 +61,9 @@ class HeraldPort(Protocol):
     def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None: ...
 
+    def event(self, event: Event) -> None:
+        """A rule's event (new / update / end), published in order with the decisions."""
+
     def safe_state(self, reason: str) -> None: ...
 
     def set_state(self, status: Status) -> None: ...
@@ -74,6 +77,12 @@ class HeraldPort(Protocol):
     def dead(self) -> bool: ...
 
     def close(self) -> dict[str, Any]: ...
+
+
+def event_post(event: Event) -> Post:
+    """An event as outputs receive it (serial, which carries decisions only, ignores it)."""
+    return Post("event", encode(event), event.seq, event.frame_id, "", event.kind, event.at,
+                source_id=event.source_id)
 
 
 class LocalHerald:
@@ -95,6 +104,9 @@ class LocalHerald:
     def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None:
         self.herald.overrun(seq, cause, stage, latency_ms, error)
+
+    def event(self, event: Event) -> None:
+        self.publisher.publish(event_post(event))
 
     def safe_state(self, reason: str) -> None:
         self.publisher.safe_state(reason)
@@ -192,6 +204,9 @@ class SenderProcess:
     def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None:
         self._send(("overrun", seq, cause, stage, latency_ms, error))
+
+    def event(self, event: Event) -> None:
+        self._send(("event", event))
 
     def safe_state(self, reason: str) -> None:
         self._send(("safe", reason))
@@ -304,6 +319,8 @@ class _Sender:
             herald.offer(msg[1])
         elif kind == "overrun":
             herald.overrun(*msg[1:])
+        elif kind == "event":
+            self.publisher.publish(event_post(msg[1]))
         elif kind == "safe":
             self.publisher.safe_state(msg[1])
         elif kind == "state":
