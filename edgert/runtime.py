@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import threading
 import uuid
@@ -37,6 +38,7 @@ from edgert.wiring import build_rungs, warm_up
 
 log = logging.getLogger("edgert")
 
+LOOP_RT_PRIORITY = 3    # runtime.loop_priority = "realtime": below the guard (5) and sender (8, 10)
 GIL_SWITCH_S = 0.0005   # how long a thread may hold the GIL while the guard waits for it
 
 
@@ -71,6 +73,7 @@ class Runtime:
         self._guard: Guard | None = None
         self._ready_at = -float("inf")
         self._warm_hw: tuple[int, ...] = ()
+        self.loop_priority = "normal"
         self._stand_in = False   # warmed up on a made-up frame: the first real one may differ
         self._herald_stats: dict[str, Any] = {}
         self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
@@ -295,6 +298,11 @@ class Runtime:
             duration_s: float | None = None) -> RunSummary:
         """Until stopped, the source ends, `max_records` are out or `duration_s` has passed."""
         clock = self.clock
+        # Before the source starts, so its grabber thread inherits it. Only where deadlines are
+        # enforced: a replay or bench gains nothing by pushing other work aside.
+        self.loop_priority = ("realtime" if self.enforce_budget and
+                              self.cfg.runtime.loop_priority == "realtime" and _loop_realtime()
+                              else "normal")
         try:
             pending = self.start(stop)
         except BaseException:
@@ -304,9 +312,10 @@ class Runtime:
         end = started + duration_s if duration_s is not None else float("inf")
         self.notifier.send("READY=1")
         log.info("ready: device %s, model %s (%s), providers %s%s, budget %g ms, sender %s, "
-                 "run %s", self.cfg.device_id, self.info.path.name, self.cfg.model.family,
-                 ",".join(self.info.providers), " (degraded)" if self.info.degraded else "",
-                 self.cfg.runtime.budget_ms, self.herald.priority, self.run_id)
+                 "loop %s, run %s", self.cfg.device_id, self.info.path.name,
+                 self.cfg.model.family, ",".join(self.info.providers),
+                 " (degraded)" if self.info.degraded else "", self.cfg.runtime.budget_ms,
+                 self.herald.priority, self.loop_priority, self.run_id)
         if self.info.degraded:
             self._report_state()
         every = self.cfg.runtime.metrics_interval_s
@@ -349,6 +358,7 @@ class Runtime:
         s.extra["outputs"] = h.get("outputs", {})
         s.extra["sender"] = {"priority": h.get("priority", self.herald.priority),
                              "fired": h.get("fired", 0)}
+        s.extra["loop"] = {"priority": self.loop_priority}
         guard = self._guard
         s.extra["guard"] = {"priority": guard.priority if guard else "off",
                             "fired": guard.fired if guard else 0,
@@ -367,6 +377,17 @@ class Runtime:
             self._account()
         self.source.close()
         self.notifier.close()
+
+
+def _loop_realtime() -> bool:
+    """The loop's thread, and the grabber threads it starts, at SCHED_FIFO (below the guard and
+    the sender): an ordinary process can then no longer keep the loop from a frame, nor hold
+    the GIL the loop needs by preempting a thread of ours that holds it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(LOOP_RT_PRIORITY))
+        return True
+    except (AttributeError, PermissionError, OSError):   # said once, in the ready line
+        return False
 
 
 def _stats_dict(stats: object) -> dict[str, Any]:

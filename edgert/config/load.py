@@ -256,6 +256,7 @@ def _runtime(s: Section, model: ModelConfig) -> RuntimeConfig:
         on_overrun=s.str("on_overrun", "fail_safe", choices=("fail_safe", "hold_last", "skip")),
         hold_last_max_age_ms=s.number("hold_last_max_age_ms", 500.0, lo=0.0, hi=3_600_000.0),
         guard_priority=s.str("guard_priority", "realtime", choices=("realtime", "normal")),
+        loop_priority=s.str("loop_priority", "realtime", choices=("realtime", "normal")),
         cost_quantile=s.number("cost_quantile", 0.5, lo=0.0, hi=1.0),
         metrics_interval_s=s.number("metrics_interval_s", 10.0, lo=0.0, hi=86_400.0),
         ladder=_ladder(s.table_("ladder"), model),

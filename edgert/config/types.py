@@ -82,6 +82,7 @@ class RuntimeConfig:
     on_overrun: str = "fail_safe"       # fail_safe | hold_last | skip
     hold_last_max_age_ms: float = 500.0  # hold_last: the oldest decision that may be repeated
     guard_priority: str = "realtime"     # realtime (SCHED_FIFO where allowed) | normal
+    loop_priority: str = "realtime"      # realtime: the loop and its grabbers too (SCHED_FIFO 3) | normal
     cost_quantile: float = 0.5           # a stage is expected to cost this quantile of its recent runs
     metrics_interval_s: float = 10.0     # metrics records to outputs that carry them (MQTT); 0: off
     ladder: LadderConfig = field(default_factory=LadderConfig)
