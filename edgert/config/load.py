@@ -28,8 +28,16 @@ _NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "
 def load_config(path: str | Path) -> Config:
     """Read and validate CONFIG; raises ConfigError naming the file and dotted key."""
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(str(file), "", "no such config file", "check the path")
+    try:
+        if file.is_dir():
+            raise ConfigError(str(file), "", "is a directory, not a config file",
+                              "give the path of the .toml file")
+        file.stat()
+    except FileNotFoundError:
+        raise ConfigError(str(file), "", "no such config file", "check the path") from None
+    except OSError as e:   # a folder on the way the service user may not enter
+        raise ConfigError(str(file), "", f"cannot be reached ({e.strerror})",
+                          "let the service user read it and enter its folders") from None
     data = _read_toml(file)
     file = file.resolve()
     top = Section(file, "", data)
@@ -151,6 +159,9 @@ MODEL_CARD = "model.toml"
 def _read_toml(file: Path) -> dict:
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(str(file), "", f"cannot be read ({e.strerror})",
+                          "let the service user read it (chmod or chgrp it)") from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), "", "is not UTF-8 text", "save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:
