@@ -111,8 +111,7 @@ def _positive_float(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from edgert.config import load_config
     from edgert.runtime import Runtime
-    from edgert.service.signals import stop_on_signals
-
+    from edgert.service.signals import on_sighup, stop_on_signals
     from edgert.service.watch import ServiceWatch
 
     cfg = load_config(args.config)
@@ -120,9 +119,9 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("%s has no [[outputs]]: every decision is made and thrown away (add "
                     "[[outputs]] type = \"stdout\" to see them)", cfg.file)
     stop = threading.Event()
-    watch = ServiceWatch.from_env(cfg)
+    watch = ServiceWatch.from_env(cfg, args.config)
     try:
-        with stop_on_signals(stop):
+        with stop_on_signals(stop), on_sighup(watch.reloader and watch.reloader.requested):
             runtime = Runtime.build(cfg, watch=watch)
             summary = runtime.run(stop, max_records=args.frames, duration_s=args.duration)
     finally:

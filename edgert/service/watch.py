@@ -11,6 +11,7 @@ from edgert.publish.herald import Outcome
 from edgert.records import Metrics
 from edgert.runtime import Watch
 from edgert.service.notify import Notifier
+from edgert.service.reload import Reloader
 from edgert.service.snapshot import Histograms, Snapshot
 from edgert.service.watchdog import Watchdog
 
@@ -27,8 +28,8 @@ class ServiceWatch(Watch):
     """Everything here runs on the loop's thread, after a frame's record was handed over,
     except what `Served` reads: two floats and the latest immutable `Snapshot`."""
 
-    def __init__(self, cfg: Config, watchdog: Watchdog) -> None:
-        self.cfg, self.watchdog = cfg, watchdog
+    def __init__(self, cfg: Config, watchdog: Watchdog, reloader: Reloader | None = None) -> None:
+        self.cfg, self.watchdog, self.reloader = cfg, watchdog, reloader
         self.stall_s = cfg.service.stall_s
         self.snapshot = Snapshot(at=0.0)
         self.served: Served | None = None
@@ -40,8 +41,10 @@ class ServiceWatch(Watch):
         self._fps_mark: tuple[float, int] = (0.0, 0)
 
     @classmethod
-    def from_env(cls, cfg: Config) -> ServiceWatch:
-        return cls(cfg, Watchdog.from_env(Notifier.from_env()))
+    def from_env(cls, cfg: Config, path: str | None = None) -> ServiceWatch:
+        """With `path`, SIGHUP (see `reloader.requested`) reloads it between frames."""
+        watchdog = Watchdog.from_env(Notifier.from_env())
+        return cls(cfg, watchdog, Reloader(path, watchdog.status) if path else None)
 
     # Read from other threads.
 
@@ -91,7 +94,10 @@ class ServiceWatch(Watch):
     # Inside.
 
     def _progress(self, now: float) -> None:
+        """Between frames, on the loop's thread: the frame boundary a reload waits for."""
         self._last_progress = now
+        if self.reloader is not None and self._rt is not None:
+            self.reloader.apply(self._rt)
         if now >= self._next_snap:
             self._next_snap = now + SNAPSHOT_S
             self.snapshot = self._take(now)   # one reference swap: readers see old or new
