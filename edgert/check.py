@@ -8,6 +8,7 @@ import numpy as np
 
 from edgert.clock import LIVE
 from edgert.config import load_config
+from edgert.publish.probe import probe_outputs
 from edgert.wiring import build_rungs, expected_frame_hw, input_hw, warm_up
 
 
@@ -18,8 +19,8 @@ def check(config_path: str) -> str:
     if cfg.runtime.kernels == "numba":
         from edgert.postprocess import kernels as post
         from edgert.preprocess import fused as pre
-    # No source and no outputs: a busy camera must not make the config look broken, and
-    # check must not append to the user's jsonl files. Kernels compile (or load) here.
+    # No source: a busy camera must not make the config look broken. Outputs are probed, not
+    # opened (publish/probe.py): nothing is written. Kernels compile (or load) here.
     rungs, info = build_rungs(cfg, LIVE)
     t1 = time.perf_counter()
     if cfg.runtime.kernels == "numba":
@@ -28,6 +29,7 @@ def check(config_path: str) -> str:
     baseline = warm_up(cfg, rungs, info,
                        np.full((*expected_frame_hw(cfg), 3), 114, np.uint8), LIVE, runs=1)
     t2 = time.perf_counter()
+    probes = probe_outputs(cfg)
     m = cfg.model
     labels = rungs[0].decoder.labels
     hw = input_hw(cfg, info)
@@ -57,7 +59,9 @@ def check(config_path: str) -> str:
             if len(rungs) > 1 else "none (main model only)"),
         f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
         f"zones {len(cfg.zones)}",
-        f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured"),
+        f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured "
+                             "(warning: every decision is thrown away)"),
+        *(f"  {p}" for p in probes),
         f"kernels    {kernels}",
         f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
     ]

@@ -111,13 +111,21 @@ def _positive_float(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from edgert.config import load_config
     from edgert.runtime import Runtime
-    from edgert.service.signals import stop_on_signals
+    from edgert.service.signals import on_sighup, stop_on_signals
+    from edgert.service.watch import ServiceWatch
 
     cfg = load_config(args.config)
+    if not cfg.outputs:
+        log.warning("%s has no [[outputs]]: every decision is made and thrown away (add "
+                    "[[outputs]] type = \"stdout\" to see them)", cfg.file)
     stop = threading.Event()
-    with stop_on_signals(stop):
-        runtime = Runtime.build(cfg)
-        summary = runtime.run(stop, max_records=args.frames, duration_s=args.duration)
+    watch = ServiceWatch.from_env(cfg, args.config)
+    try:
+        with stop_on_signals(stop), on_sighup(watch.reloader and watch.reloader.requested):
+            runtime = Runtime.build(cfg, watch=watch)
+            summary = runtime.run(stop, max_records=args.frames, duration_s=args.duration)
+    finally:
+        watch.close()
     log.info("summary: %s", json.dumps(summary.as_dict(), separators=(",", ":")))
     return 0
 

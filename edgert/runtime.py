@@ -53,6 +53,15 @@ class Watch:
     def on_outcome(self, outcome: Outcome) -> None:
         """What went out for a frame, as the herald reports it (later, in order)."""
 
+    def on_ready(self, runtime: Runtime) -> None:
+        """Warmed up, READY=1 sent: the parts a watcher may read (on the loop's thread only)."""
+
+    def on_idle(self, source_state: str) -> None:
+        """The loop asked for a frame and none came: it is alive, waiting on its source."""
+
+    def on_metrics(self, metrics: Metrics) -> None:
+        """The periodic metrics record, as it goes to the outputs."""
+
 
 class Runtime:
     """Owns the parts of one run; only this class and `build` know the concrete ones."""
@@ -84,7 +93,7 @@ class Runtime:
         return self.rungs[self.ladder.rung if self.ladder else 0]
 
     @classmethod
-    def build(cls, cfg: Config, *, clock: Clock = LIVE) -> Runtime:
+    def build(cls, cfg: Config, *, clock: Clock = LIVE, watch: Watch | None = None) -> Runtime:
         """A live run: frames from the configured source, records from the sender process."""
         run_id = uuid.uuid4().hex[:12]
         # The sender opens the outputs while the model loads; its mistakes come back at ready.
@@ -96,7 +105,7 @@ class Runtime:
         except BaseException:
             herald.close()
             raise
-        return cls(cfg, source, rungs, info, herald, clock=clock, run_id=run_id)
+        return cls(cfg, source, rungs, info, herald, clock=clock, run_id=run_id, watch=watch)
 
     @classmethod
     def local(cls, cfg: Config, outputs: list, *, source: FrameSource | None = None,
@@ -236,6 +245,8 @@ class Runtime:
         m = Metrics(self.cfg.device_id, self.run_id, self.clock.wall_at(self.clock.now()),
                     interval_s, s.counts(), s.misses, s.latency.percentiles(last=1024),
                     self.pipeline.name, _stats_dict(self.source.stats()), {})
+        if self.watch is not None:
+            self.watch.on_metrics(m)
         self.herald.metrics(m)   # the herald's side adds the outputs' counters
 
     def _report_error(self, result: FrameResult) -> None:
@@ -318,6 +329,8 @@ class Runtime:
                  self.herald.priority, self.loop_priority, self.run_id)
         if self.info.degraded:
             self._report_state()
+        if self.watch is not None:
+            self.watch.on_ready(self)
         every = self.cfg.runtime.metrics_interval_s
         next_metrics = started + every if every > 0 else float("inf")
         try:
@@ -336,7 +349,10 @@ class Runtime:
                 if frame is None:
                     if self.source.ended:
                         break
-                    if self.source.stats().state == "reopening":
+                    state = self.source.stats().state
+                    if self.watch is not None:
+                        self.watch.on_idle(state)
+                    if state == "reopening":
                         # No frames, so no records: an actuator must not keep acting on the
                         # last one. Repeats send nothing until an ok decision came between.
                         self.herald.safe_state("source_lost")

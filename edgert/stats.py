@@ -24,6 +24,10 @@ class LatencyLog:
             ring[self._count[stage] % self.size] = v
             self._count[stage] += 1
 
+    def count(self, stage: str) -> int:
+        """Values ever added for `stage` (the ring keeps the last `size`)."""
+        return self._count.get(stage, 0)
+
     def recent(self, stage: str, n: int) -> np.ndarray:
         """The last `n` values of `stage`, oldest first."""
         count = self._count.get(stage, 0)

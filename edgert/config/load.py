@@ -10,7 +10,7 @@ from pathlib import Path
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
-                                 Rung, SerialConfig, SourceConfig, Zone)
+                                 Rung, SerialConfig, ServiceConfig, SourceConfig, Zone)
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -28,8 +28,16 @@ _NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "
 def load_config(path: str | Path) -> Config:
     """Read and validate CONFIG; raises ConfigError naming the file and dotted key."""
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(str(file), "", "no such config file", "check the path")
+    try:
+        if file.is_dir():
+            raise ConfigError(str(file), "", "is a directory, not a config file",
+                              "give the path of the .toml file")
+        file.stat()
+    except FileNotFoundError:
+        raise ConfigError(str(file), "", "no such config file", "check the path") from None
+    except OSError as e:   # a folder on the way the service user may not enter
+        raise ConfigError(str(file), "", f"cannot be reached ({e.strerror})",
+                          "let the service user read it and enter its folders") from None
     data = _read_toml(file)
     file = file.resolve()
     top = Section(file, "", data)
@@ -45,11 +53,34 @@ def load_config(path: str | Path) -> Config:
     rules = tuple(_rule(s) for s in top.tables("rules"))
     fail_safe = _fail_safe(top.table_("fail_safe"))
     outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
+    service = _service(top.table_("service"))
     top.done()
     _cross_check(top, zones, lines, rules, model, outputs)
     _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
-                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, outputs=outputs)
+                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, outputs=outputs,
+                  service=service)
+
+
+def _service(s: Section) -> ServiceConfig:
+    listen = s.str("metrics_listen", None)
+    address = None
+    if listen is not None:
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(\d+)", listen)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise s.error("metrics_listen", f"is {listen!r}",
+                          'write HOST:PORT, e.g. "127.0.0.1:9108" (loopback unless a scraper '
+                          "elsewhere needs it)")
+        try:
+            import prometheus_client  # noqa: F401  (only for configs that serve metrics)
+        except ImportError:
+            raise s.error("metrics_listen", "is set, but the prometheus-client package is not "
+                          "installed", "pip install 'edgert[service]', or remove it") from None
+        address = (m.group(1).strip("[]"), int(m.group(2)))
+    cfg = ServiceConfig(metrics_listen=address,
+                        stall_s=s.number("stall_s", 5.0, lo=0.1, hi=3600.0))
+    s.done()
+    return cfg
 
 
 def parse_source_url(s: Section, url: str) -> tuple[str, str]:
@@ -128,6 +159,9 @@ MODEL_CARD = "model.toml"
 def _read_toml(file: Path) -> dict:
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(str(file), "", f"cannot be read ({e.strerror})",
+                          "let the service user read it (chmod or chgrp it)") from None
     except UnicodeDecodeError:
         raise ConfigError(str(file), "", "is not UTF-8 text", "save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:

@@ -191,6 +191,14 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Living as a service ([service]): the metrics endpoint and what counts as stalled."""
+
+    metrics_listen: tuple[str, int] | None = None   # (host, port) of /metrics and /healthz; off
+    stall_s: float = 5.0               # no loop progress this long: /healthz fails, WATCHDOG=1 stops
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """One device's whole configuration, validated."""
 
@@ -204,3 +212,4 @@ class Config:
     lines: tuple[Line, ...] = ()
     rules: tuple[Rule, ...] = ()
     outputs: tuple[OutputConfig, ...] = ()
+    service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -121,6 +121,10 @@ class LocalHerald:
         return self.herald.take_outcomes()
 
     @property
+    def output_stats(self) -> dict[str, Any]:
+        return self.publisher.stats()
+
+    @property
     def dead(self) -> bool:
         return self.publisher.dead
 
@@ -142,6 +146,7 @@ class SenderProcess:
         self._dead = False
         self._lost = False
         self._closed: dict[str, Any] | None = None
+        self.output_stats: dict[str, Any] = {}   # the outputs' counters at the last metrics
 
     @classmethod
     def spawn(cls, cfg: Config, run_id: str, realtime: bool) -> SenderProcess:
@@ -237,6 +242,8 @@ class SenderProcess:
             msg = pickle.loads(data)
             if msg[0] == "outcomes":
                 self._outcomes.extend(msg[1])
+            elif msg[0] == "stats":
+                self.output_stats = msg[1]
             elif msg[0] == "dead":
                 self._dead = True
             elif msg[0] == "closed":
@@ -328,6 +335,7 @@ class _Sender:
         elif kind == "metrics":
             m = dataclasses.replace(msg[1], outputs=self.publisher.stats())
             self.publisher.metrics(encode(m))
+            self._pending.append(("stats", m.outputs))   # the same figures, for /metrics
 
     def _reply(self) -> None:
         outcomes = self.herald.take_outcomes()

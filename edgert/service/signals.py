@@ -20,3 +20,16 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def on_sighup(event: threading.Event | None) -> Iterator[None]:
+    """Set `event` on SIGHUP (systemctl reload) for the duration of the block."""
+    if event is None:
+        yield
+        return
+    old = signal.signal(signal.SIGHUP, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, old)
