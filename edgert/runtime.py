@@ -28,39 +28,19 @@ from edgert.guard import Guard, Ticket
 from edgert.infer import ModelInfo
 from edgert.ladder import Ladder
 from edgert.pipeline import FrameResult, Pipeline
-from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer, Outcome
+from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer
 from edgert.publish.sender import HeraldPort, LocalHerald, SenderProcess
 from edgert.records import STAGES, Decision, Metrics, Status, Timing, Verdict
 from edgert.service.notify import Notifier
 from edgert.source import FrameSource, open_source
 from edgert.summary import RunSummary
+from edgert.watch import Watch
 from edgert.wiring import build_rungs, warm_up
 
 log = logging.getLogger("edgert")
 
 LOOP_RT_PRIORITY = 3    # runtime.loop_priority = "realtime": below the guard (5) and sender (8, 10)
 GIL_SWITCH_S = 0.0005   # how long a thread may hold the GIL while the guard waits for it
-
-
-class Watch:
-    """Looks on as frames go through, for whoever wants more than records (replay's annotated
-    video and report, metrics). Does nothing by default; the loop calls it on its own thread,
-    so a watcher must be quick or hand the work to a thread of its own."""
-
-    def on_frame(self, frame: Frame, result: FrameResult, seq: int) -> None:
-        """After the stages, before the record is handed over (the pixels are valid now only)."""
-
-    def on_outcome(self, outcome: Outcome) -> None:
-        """What went out for a frame, as the herald reports it (later, in order)."""
-
-    def on_ready(self, runtime: Runtime) -> None:
-        """Warmed up, READY=1 sent: the parts a watcher may read (on the loop's thread only)."""
-
-    def on_idle(self, source_state: str) -> None:
-        """The loop asked for a frame and none came: it is alive, waiting on its source."""
-
-    def on_metrics(self, metrics: Metrics) -> None:
-        """The periodic metrics record, as it goes to the outputs."""
 
 
 class Runtime:

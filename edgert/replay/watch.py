@@ -13,7 +13,7 @@ from edgert.frame import Frame
 from edgert.pipeline import FrameResult
 from edgert.publish.herald import Outcome
 from edgert.replay.annotate import Annotator, Scene
-from edgert.runtime import Watch
+from edgert.watch import Watch
 
 QUEUE = 8   # frames waiting to be drawn: enough to ride out one slow encode
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from edgert.config.types import Config
 from edgert.publish.herald import Outcome
 from edgert.records import Metrics
-from edgert.runtime import Watch
+from edgert.watch import Watch
 from edgert.service.notify import Notifier
 from edgert.service.reload import Reloader
 from edgert.service.snapshot import Histograms, Snapshot
