@@ -58,7 +58,16 @@ def check(config_path: str) -> str:
         f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
         f"zones {len(cfg.zones)}",
         f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured"),
+        *_queues(cfg),
         f"kernels    {kernels}",
         f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
     ]
     return "\n".join(lines)
+
+
+def _queues(cfg) -> list[str]:  # noqa: ANN001
+    """Each MQTT output's disk queue: what it holds, and whether it is intact."""
+    if not any(o.mqtt for o in cfg.outputs):
+        return []
+    from edgert.publish.mqtt_store import describe   # loads sqlite3
+    return [f"queue      {describe(o.mqtt.queue_path)}" for o in cfg.outputs if o.mqtt]

@@ -34,7 +34,6 @@ RESEND_GRACE_S = 5.0     # after a reconnect, paho resends what was in flight; t
 IDLE_WAKE_S = 1.0
 DELETE_LINGER_S = 0.5    # acknowledged rows are deleted in batches, at most this late
 DELETE_BATCH = 256
-CHECKPOINT_EVERY = 2000  # inserts between checkpoints, at most (fewer after a full disk)
 FULL_RETRY_S = (1.0, 30.0)   # a full disk is retried with backoff between these
 ROOM_FRACTION = 0.1      # of the rows on disk, dropped to make room on a full disk
 
@@ -65,7 +64,6 @@ class Forwarder:
         self._tokens = 1.0
         self._refilled = monotonic()
         self._synced_at = monotonic()
-        self._checkpoint_every = CHECKPOINT_EVERY
         self._full_since: float | None = None   # the disk refused a write: publish without it
         self._full_retry_at = 0.0
         self._full_wait = FULL_RETRY_S[0]
@@ -319,7 +317,7 @@ class Forwarder:
                 self.store.sync()
                 self.syncs += 1
                 self._synced_at = now
-            elif self.store.since_checkpoint >= self._checkpoint_every:
+            elif self.store.since_checkpoint >= self.store.checkpoint_every:
                 self.store.sync()
                 self.syncs += 1
         except sqlite3.Error as e:
@@ -344,12 +342,15 @@ class Forwarder:
         ones, and try again later with backoff if that is not enough."""
         store = self.store
         try:
-            self._checkpoint_every = max(8, min(self._checkpoint_every, store.since_checkpoint // 2))
+            store.free_reserve()
+            store.checkpoint_every = max(8, min(store.checkpoint_every,
+                                                store.since_checkpoint // 2))
             store.checkpoint()
             self._delete()
             n = store.drop_oldest(max(1, int(store.count * ROOM_FRACTION)))
             self._dropped(n, "the disk is full")
             store.checkpoint()
+            store.make_reserve()
             with self._cond:
                 self._full_since, self._recovered_at = None, monotonic()
             self._say("room", "%s: the queue %s has room again (%d messages on disk); decisions "

@@ -25,7 +25,10 @@ from edgert.publish.mqtt_damage import Damage, inspect, move_aside
 
 Row = tuple[int, str, bytes, int, float]   # id, topic, payload, qos, captured_at (Unix s)
 PAGE = 1024              # small pages: every commit appends whole pages to the log (flash wear)
-WAL_LIMIT = 1 << 20      # the log is truncated back to this after a checkpoint
+WAL_LIMIT = 1 << 20      # the log is checkpointed and truncated at this size, or at 1/8 of the
+                         # free space on a small disk, so it can never fill the disk alone
+RESERVE = 256 << 10      # a file kept beside the queue (at most 1/4 of the free space) and
+                         # deleted when the disk is full, so a checkpoint and deletes can run
 
 
 class StoreLocked(OSError):
@@ -59,6 +62,9 @@ class Store:
         self.last_id = reader.execute("SELECT COALESCE(MAX(id), 0) FROM queue").fetchone()[0]
         self.unsynced = 0     # inserts since the last sync
         self.since_checkpoint = 0
+        self.checkpoint_every = max(8, _wal_limit(path) // PAGE // 2)   # inserts (~2 pages each)
+        self.reserve = Path(f"{path}.reserve")
+        self.make_reserve()
 
     @classmethod
     def open(cls, path: Path, max_rows: int, sync_s: float = 1.0) -> Store:
@@ -99,7 +105,7 @@ class Store:
             # commit, which survives any process crash, and `sync` makes it survive power cuts.
             w.execute(f"PRAGMA synchronous={'FULL' if sync_s == 0 else 'NORMAL'}")
             w.execute("PRAGMA wal_autocheckpoint=0")   # checkpoints are the forwarder's
-            w.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            w.execute(f"PRAGMA journal_size_limit={_wal_limit(path)}")
             w.execute("CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                       "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, "
                       "crc INTEGER, captured_at REAL)")
@@ -112,7 +118,7 @@ class Store:
                 raise sqlite3.DatabaseError(f"integrity check: {check}")
             r = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             r.execute("PRAGMA wal_autocheckpoint=0")
-            r.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            r.execute(f"PRAGMA journal_size_limit={_wal_limit(path)}")
             return w, r
         except BaseException:
             w.close()
@@ -169,6 +175,7 @@ class Store:
                     c.execute("ROLLBACK")
                 raise
             self.count -= max(0, gone)
+            self.since_checkpoint += 1 + max(0, gone) // 4   # the log grows with deletes too
         return max(0, gone)
 
     def drop_oldest(self, n: int) -> int:
@@ -204,7 +211,31 @@ class Store:
         """After a full disk: move the log into the file and truncate the log, freeing space."""
         with self._lock:
             self.since_checkpoint = 0
-            self._r.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = self._r.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            raise sqlite3.OperationalError("the checkpoint could not finish")
+
+    def free_reserve(self) -> bool:
+        """A full disk: give back the reserved space, so that a checkpoint and deletes fit."""
+        try:
+            self.reserve.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def make_reserve(self) -> None:
+        """Set space aside for the next full disk (best effort: a full disk may refuse)."""
+        if self.reserve.exists():
+            return
+        try:
+            free = os.statvfs(self.path.parent).f_bavail * os.statvfs(self.path.parent).f_frsize
+            fd = os.open(self.reserve, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, max(PAGE, min(RESERVE, free // 4)))
+            finally:
+                os.close(fd)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
 
     def close(self) -> None:
         try:
@@ -213,6 +244,15 @@ class Store:
                 self._w.close()
         finally:
             os.close(self._lock_fd)
+
+
+def _wal_limit(path: Path) -> int:
+    try:
+        st = os.statvfs(path.parent)
+        free = st.f_bavail * st.f_frsize + (path.stat().st_size if path.exists() else 0)
+    except OSError:
+        return WAL_LIMIT
+    return max(16 * PAGE, min(WAL_LIMIT, free // 8))
 
 
 def _json(payload: bytes) -> bool:
