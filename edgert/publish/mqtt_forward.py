@@ -208,23 +208,25 @@ class Forwarder:
         now = monotonic()
         if self._live or self._acks or self._closing and (self._drained() or now >= self._close_by):
             return True
-        if self._acked and now >= self._acked_since + DELETE_LINGER_S:
+        if self._full_since is not None:   # the disk waits for its retry, nothing else does
+            if now >= self._full_retry_at:
+                return True
+        elif self._acked and now >= self._acked_since + DELETE_LINGER_S:
             return True
-        if self._full_since is not None and now >= self._full_retry_at:
-            return True
-        if self.store.unsynced and now >= self._synced_at + self.cfg.queue_sync:
+        elif self.store.unsynced and now >= self._synced_at + self.cfg.queue_sync:
             return True
         return self._can_send() and self._refill() >= 1.0
 
     def _wait_s(self) -> float:
         now = monotonic()
         wait = IDLE_WAKE_S
-        if self._acked:
-            wait = min(wait, self._acked_since + DELETE_LINGER_S - now)
         if self._full_since is not None:
             wait = min(wait, self._full_retry_at - now)
-        if self.store.unsynced:
-            wait = min(wait, self._synced_at + self.cfg.queue_sync - now)
+        else:
+            if self._acked:
+                wait = min(wait, self._acked_since + DELETE_LINGER_S - now)
+            if self.store.unsynced:
+                wait = min(wait, self._synced_at + self.cfg.queue_sync - now)
         if self._closing:
             wait = min(wait, self._close_by - now)
         if self._can_send():
