@@ -62,7 +62,16 @@ def check(config_path: str) -> str:
         f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured "
                              "(warning: every decision is thrown away)"),
         *(f"  {p}" for p in probes),
+        *_queues(cfg),
         f"kernels    {kernels}",
         f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
     ]
     return "\n".join(lines)
+
+
+def _queues(cfg) -> list[str]:  # noqa: ANN001
+    """Each MQTT output's disk queue: what it holds, and whether it is intact."""
+    if not any(o.mqtt for o in cfg.outputs):
+        return []
+    from edgert.publish.mqtt_store import describe   # loads sqlite3
+    return [f"queue      {describe(o.mqtt.queue_path)}" for o in cfg.outputs if o.mqtt]

@@ -158,6 +158,12 @@ BAD = [
      'password_env = "EDGERT_TEST_UNSET_VAR"\n', "outputs[1].password_env", "Environment="),
     ("mqtt password file missing", lambda t: t + MQTT + 'username = "u"\n'
      'password_file = "secret.txt"\n', "outputs[1].password_file", "fix the path"),
+    ("mqtt prefix under $", lambda t: t + MQTT + 'prefix = "$SYS/edgert/"\n', "outputs[1].prefix",
+     "reserved for the broker"),
+    ("mqtt client_id with NUL", lambda t: t + MQTT + 'client_id = "cam\\u0000one"\n',
+     "outputs[1].client_id", "NUL"),
+    ("mqtt queue_sync", lambda t: t + MQTT + 'queue_sync = "sometimes"\n', "outputs[1].queue_sync",
+     "number"),
     ("serial without port", lambda t: t + SERIAL.replace('port = "loop://"\n', ""),
      "outputs[1].port", "/dev/ttyUSB0"),
     ("serial unknown key", lambda t: t + SERIAL + "baud = 9600\n", "outputs[1].baud", "spelling"),
@@ -324,3 +330,30 @@ def test_mqtt_defaults_follow_the_device_id_and_hide_the_password(workdir: Path,
     text = GOOD + MQTT + 'prefix = "plant/a"\nusername = "u"\npassword_file = "pw.txt"\ntls = true\n'
     cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
     assert cfg.prefix == "plant/a/" and cfg.password == "from-file" and cfg.port == 8883
+
+
+def test_a_password_of_the_wrong_type_is_never_echoed(workdir: Path) -> None:
+    text = GOOD + MQTT + 'username = "u"\npassword = 73310042\n'
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(workdir / "device.toml", text))
+    assert "outputs[1].password" in str(err.value) and "73310042" not in str(err.value)
+
+
+def test_a_world_readable_password_file_is_a_warning(workdir: Path, caplog) -> None:
+    (workdir / "pw.txt").write_text("from-file\n")
+    (workdir / "pw.txt").chmod(0o644)
+    text = GOOD + MQTT + 'username = "u"\npassword_file = "pw.txt"\n'
+    cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
+    assert cfg is not None and cfg.password == "from-file"
+    assert "every user can read" in caplog.text and "chmod 600" in caplog.text
+    caplog.clear()
+    (workdir / "pw.txt").chmod(0o600)
+    load_config(write_config(workdir / "device.toml", text))
+    assert "every user can read" not in caplog.text
+
+
+def test_queue_sync_is_seconds_and_the_old_words_keep_their_promise(workdir: Path) -> None:
+    for given, seconds in (("0.25", 0.25), ('"full"', 0.0), ('"normal"', 1.0)):
+        text = GOOD + MQTT + f"queue_sync = {given}\n"
+        cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
+        assert cfg is not None and cfg.queue_sync == seconds

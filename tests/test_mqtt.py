@@ -380,8 +380,8 @@ def test_dropped_count_reaches_the_status_topic(tmp_path: Path, broker) -> None:
         assert out.stats()["dropped"] >= 90
     finally:
         out.close()
-        sub.stop()
-    assert sub.got("/status")[-1][0]["state"] == "offline"
+    sub.wait(lambda s: s.got("/status")[-1][0]["state"] == "offline", what="offline status")
+    sub.stop()
 
 
 def test_send_never_blocks_with_the_broker_down(tmp_path: Path) -> None:
@@ -394,10 +394,10 @@ def test_send_never_blocks_with_the_broker_down(tmp_path: Path) -> None:
             times.append(time.perf_counter() - t0)
         times.sort()
         assert sum(times) < 2.0 and times[int(len(times) * 0.99)] < 0.01, times[-5:]
-        end = time.monotonic() + 20
-        while out.stats()["queued"] < 5000 or out.forwarder._handoff:
-            assert time.monotonic() < end, out.stats()
-            time.sleep(0.02)
+        # send returned once each row was in the file: another process reads all of them now.
+        assert out.stats()["queued"] == 5000
+        assert sqlite3.connect(tmp_path / "queue.sqlite").execute(
+            "SELECT COUNT(*) FROM queue").fetchone()[0] == 5000
         assert out.stats()["dropped"] == 0 and not out.stats()["connected"]
     finally:
         out.close()

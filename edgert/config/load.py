@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -420,10 +421,16 @@ def _mqtt(s: Section, device_id: str) -> MqttConfig:
     prefix = s.str("prefix", f"edgert/{device_id}/")
     if "+" in prefix or "#" in prefix or "\0" in prefix:
         raise s.error("prefix", f"is {prefix!r}", "remove the wildcards + and # from it")
+    if prefix.startswith("$"):   # $SYS/… is the broker's own: it accepts and silently drops
+        raise s.error("prefix", f"is {prefix!r}; topics starting with $ are reserved for the "
+                      "broker", "start it with a letter, e.g. edgert/")
     prefix = prefix if prefix.endswith("/") else prefix + "/"
     client_id = s.str("client_id", f"edgert-{device_id}")
     if len(client_id.encode("utf-8")) > 65535:
         raise s.error("client_id", "is too long", "shorten it (23 characters suit every broker)")
+    if "\0" in client_id:
+        raise s.error("client_id", "contains a NUL character", "remove it (letters, digits and "
+                      "- suit every broker)")
     tls_files = {k: s.path(k, None, fix="fix the path (relative paths start at the config file)")
                  for k in ("ca_file", "cert_file", "key_file")}
     for key, path in tls_files.items():
@@ -448,7 +455,8 @@ def _mqtt(s: Section, device_id: str) -> MqttConfig:
         keepalive_s=s.number("keepalive", 30, lo=5, hi=65535, integer=True),
         protocol=s.str("protocol", "3.1.1", choices=("3.1.1", "5")),
         queue_max=s.number("queue_max", 100_000, lo=1, hi=100_000_000, integer=True),
-        queue_sync=s.str("queue_sync", "full", choices=("full", "normal")),
+        queue_sync=_queue_sync(s),
+        backlog_max_age_s=s.number("backlog_max_age_s", 86400.0, lo=0.0, hi=1e9),
         max_rate=s.number("max_rate", 200.0, lo=1.0, hi=1_000_000.0),
         inflight=s.number("inflight", 64, lo=1, hi=1000, integer=True),
         reconnect_min_s=s.number("reconnect_min_s", 0.5, lo=0.05, hi=600.0),
@@ -460,6 +468,15 @@ def _mqtt(s: Section, device_id: str) -> MqttConfig:
         raise s.error("reconnect_max_s", f"({cfg.reconnect_max_s:g}) is below reconnect_min_s "
                       f"({cfg.reconnect_min_s:g})", "raise it or lower reconnect_min_s")
     return cfg
+
+
+def _queue_sync(s: Section) -> float:
+    """Seconds between fsyncs of the queue; the words of earlier versions still mean what they
+    promised ("full": every record survives a power cut; "normal": the default interval)."""
+    value = s.raw("queue_sync", 1.0)
+    if value in ("full", "normal"):
+        return 0.0 if value == "full" else 1.0
+    return s.number("queue_sync", 1.0, lo=0.0, hi=60.0)
 
 
 def _queue_path(s: Section, device_id: str) -> Path:
@@ -501,7 +518,11 @@ def _mqtt_credentials(s: Section) -> tuple[str | None, str | None]:
         return username, None
     key = given[0]
     if key == "password":
-        return username, s.str("password")
+        value = s.raw("password")
+        if not isinstance(value, str) or not value:   # never echo what may be a secret
+            raise s.error(key, f"must be a non-empty string, not {type(value).__name__}",
+                          'quote it: password = "…" (or use password_file)')
+        return username, value
     if key == "password_env":
         name = s.str("password_env")
         value = os.environ.get(name)
@@ -511,6 +532,9 @@ def _mqtt_credentials(s: Section) -> tuple[str | None, str | None]:
         return username, value
     path = s.path("password_file")
     _check_readable(s, key, path)
+    if path.stat().st_mode & 0o004:
+        logging.getLogger("edgert.config").warning(
+            "%s: %s names %s, which every user can read: chmod 600 it", s.file, s.key(key), path)
     return username, path.read_text(encoding="utf-8").rstrip("\r\n")
 
 

@@ -164,7 +164,8 @@ class MqttConfig:
     keepalive_s: int = 30              # a silent connection is probed; dead after about 1.5x this
     protocol: str = "3.1.1"            # 3.1.1 | 5
     queue_max: int = 100_000           # rows on disk; beyond, the oldest are dropped and counted
-    queue_sync: str = "full"           # full | normal: SQLite synchronous, see publish/mqtt_store.py
+    queue_sync: float = 1.0            # s between fsyncs of the queue (group commit); 0: every record
+    backlog_max_age_s: float = 86400.0  # queued longer than this: dropped and counted (0: never)
     max_rate: float = 200.0            # messages/s from the queue to the broker (backlog drain)
     inflight: int = 64                 # QoS>=1 messages sent but not yet acknowledged
     reconnect_min_s: float = 0.5       # backoff doubles from here to reconnect_max_s, with jitter

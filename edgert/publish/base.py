@@ -48,7 +48,9 @@ class Publisher:
     """Hands each post to every output; counts what an output refused."""
 
     def __init__(self, outputs: Sequence[Output]) -> None:
-        self.outputs = list(outputs)
+        # An output that makes a post durable (MQTT's disk queue) gets it before the others:
+        # whatever any output published, a crash cannot take from the queue.
+        self.outputs = sorted(outputs, key=lambda o: not getattr(o, "first", False))
         self.failures = {o.name: 0 for o in self.outputs}
 
     def publish(self, post: Post) -> None:

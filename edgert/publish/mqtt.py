@@ -1,7 +1,8 @@
 """Decisions and events to an MQTT broker, with a retained status and a Last Will (docs/mqtt.md).
 
-`send` only appends to the forwarder's hand-off (publish/mqtt_forward.py), so it returns in
-microseconds whether the broker is up, down or half-open. paho's network loop runs on its
+`send` writes the record into the disk queue (no fsync: tens of microseconds) and hands it to the
+forwarder (publish/mqtt_forward.py), so it is safe from a crash before any other output has it,
+and never waits on the broker, up, down or half-open. paho's network loop runs on its
 own thread (loop_start): it connects, reconnects with jittered exponential backoff, pings
 through keepalive, and reports PUBACKs that let the forwarder delete rows from disk.
 """
@@ -81,12 +82,28 @@ def _check_tls_files(cfg: MqttConfig) -> None:
                              f"cannot be used for TLS ({_why(e)})", fix) from None
 
 
+def _warn_plain_credentials(cfg: MqttConfig, name: str) -> None:
+    """A password sent in clear text over a network anyone on the path can read."""
+    if cfg.password is None or cfg.tls:
+        return
+    import ipaddress
+    try:
+        loopback = ipaddress.ip_address(cfg.host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = cfg.host == "localhost"
+    if not loopback:
+        log.warning("%s: the password goes to %s in clear text (no TLS): set ca_file (or tls = "
+                    "true) so it cannot be read on the way", name, cfg.host)
+
+
 def _why(e: Exception) -> str:
     return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
 
 
 class MqttOutput:
     """Records on `<prefix>decision` and `<prefix>event`; `<prefix>status` online/offline."""
+
+    first = True   # the Publisher gives it each post before any other output (durable first)
 
     def __init__(self, cfg: MqttConfig, name: str, device_id: str, client: mqtt.Client,
                  store: Store) -> None:
@@ -125,6 +142,7 @@ class MqttOutput:
             raise SetupError("queue_path", f"is {cfg.queue_path}, which cannot be used as the "
                              f"queue ({e})", "make its folder writable, or move a damaged "
                              "file away") from None
+        _warn_plain_credentials(cfg, name)
         if store.count:
             log.info("%s: %d messages queued by an earlier run go out first", name, store.count)
         out = cls(cfg, name, device_id, client, store)
@@ -135,9 +153,9 @@ class MqttOutput:
 
     def send(self, post: Post) -> None:
         if post.kind == "decision":
-            self.forwarder.put(self._decision, post.line, self.cfg.decision_qos)
+            self.forwarder.put(self._decision, post.line, self.cfg.decision_qos, post.captured_at)
         else:
-            self.forwarder.put(self._event, post.line, self.cfg.event_qos)
+            self.forwarder.put(self._event, post.line, self.cfg.event_qos, post.captured_at)
 
     def close(self) -> None:
         """Deliver the queue for up to close_timeout_s (the rest stays on disk for the next run),
@@ -157,9 +175,11 @@ class MqttOutput:
         self.client.disconnect()
         self.client.loop_stop()
         s = self.forwarder.stats()
-        log.info("%s: %d messages sent, %d acknowledged; dropped %d (queue full), %d (QoS 0 "
-                 "while offline); %d left queued in %s", self.name, s["sent"], s["acked"],
-                 s["dropped"], s["offline"], self.forwarder.left, self.cfg.queue_path)
+        log.info("%s: %d messages sent, %d acknowledged, %d refused by the broker; dropped %d "
+                 "(queue or disk full), %d (QoS 0 while offline), %d expired, %d damaged; %d "
+                 "left queued in %s", self.name, s["sent"], s["acked"], s["refused"],
+                 s["dropped"], s["offline"], s["expired"], s["damaged"], self.forwarder.left,
+                 self.cfg.queue_path)
 
     def abandon(self) -> None:
         """After the loop crashed: what was handed over goes to disk, and the connection is
@@ -189,24 +209,33 @@ class MqttOutput:
 
     def _payload(self, state: str, **extra: Any) -> bytes:
         s = self.forwarder.stats()
+        losses = {k: s[k] for k in ("refused", "expired", "damaged", "lost") if s[k]}
+        if s["disk"] != "ok":
+            losses["disk"] = s["disk"]
+        if "queue_damaged" in s:
+            losses["queue_damaged"] = s["queue_damaged"]
         return json.dumps({"state": state, "device_id": self.device_id,
                            "client_id": self.cfg.client_id, "since": round(self._since, 3),
                            "at": round(wall(), 3), "queued": s["queued"], "dropped": s["dropped"],
-                           **extra}, separators=(",", ":")).encode()
+                           **losses, **extra}, separators=(",", ":")).encode()
 
     def _publish_status(self) -> None:
         self._status_at = wall()
-        self._status_drops = self.forwarder.dropped
+        self._status_drops = self._losses()
         self.client.publish(self._status, self._payload(self._state, **self._state_detail),
                             STATUS_QOS, retain=True)
 
     def _tick(self) -> None:
         """From the forwarder thread: when rows were dropped since the last status, tell the
         subscribers (the first drop at once, later ones at most every STATUS_EVERY_S)."""
-        dropped = self.forwarder.dropped
+        dropped = self._losses()
         if dropped != self._status_drops and self.client.is_connected() and (
                 self._status_drops == 0 or wall() - self._status_at >= STATUS_EVERY_S):
             self._publish_status()
+
+    def _losses(self) -> int:
+        f = self.forwarder
+        return f.dropped + f.refused + f.expired + f.damaged + f.lost + (f._full_since is not None)
 
     def _next_delay(self) -> None:
         """Exponential backoff with jitter: paho waits the delay set here before its next try,
@@ -247,4 +276,5 @@ class MqttOutput:
                         "backoff", self.name, what)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:  # noqa: ANN001
-        self.forwarder.acked_mid(mid)
+        # MQTT 5: a PUBACK may carry a failure (0x87 Not authorized: an ACL deny). Not a delivery.
+        self.forwarder.acked_mid(mid, str(reason) if reason.is_failure else None)

@@ -1,10 +1,14 @@
-"""The MQTT forwarder thread: disk queue → broker, in order, rate-limited, deleted on PUBACK.
+"""The MQTT forwarder: live decisions at once, the backlog beside them at `max_rate`, rows deleted on PUBACK.
 
-The frame loop only appends to an in-memory hand-off; this thread writes QoS>=1 messages to
-the SQLite store (publish/mqtt_store.py) in batches, sends them in id order while connected,
-at most `inflight` unacknowledged and at most `max_rate` a second, and deletes a row once the
-broker's PUBACK arrived (paho's on_publish, on its network thread, queues the mid here), in the
-same transaction as the next insert so that a steady stream costs one fsync per record.
+`put` runs on the publishing thread (the herald): it inserts a QoS>=1 message into the disk
+queue (publish/mqtt_store.py) before returning, so a crash of any process after that loses
+nothing, then hands it to this thread. While connected, a message handed over goes out at once
+(live); rows that were not sent live (queued while disconnected, or by an earlier run) are the
+backlog, sent in id order at most `max_rate` a second and `inflight` unacknowledged, and
+dropped (counted `expired`) once older than `backlog_max_age_s`. A PUBACK deletes the row; an
+MQTT 5 PUBACK with a failure reason (an ACL deny) is counted `refused`, logged, and the row is
+dropped too: the broker would refuse it again. A full disk is counted and recovered from here
+(log checkpoint, oldest rows dropped), while messages go out without the queue.
 QoS 0 messages skip the disk: sent while connected, counted as `offline` otherwise.
 """
 
@@ -18,64 +22,110 @@ from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 
+from edgert.clock import monotonic, wall
 from edgert.config.types import MqttConfig
-from edgert.clock import monotonic
 from edgert.publish.mqtt_store import Store
 
 log = logging.getLogger("edgert.publish")
 
-HANDOFF_MAX = 10_000     # messages waiting for the thread; the oldest make room (counted)
+HANDOFF_MAX = 10_000     # live messages waiting for the thread; beyond, left to the backlog
 FETCH_MAX = 256          # rows read from disk per wake-up
-RESEND_GRACE_S = 5.0     # after a reconnect, paho resends what was in flight; new rows wait for it
+RESEND_GRACE_S = 5.0     # after a reconnect, paho resends what was in flight; the backlog waits
 IDLE_WAKE_S = 1.0
-DELETE_LINGER_S = 0.5    # acknowledged rows are deleted with the next insert, or after this:
-DELETE_BATCH = 512       # one fsync for both. A crash meanwhile only means a QoS 1 duplicate.
+DELETE_LINGER_S = 0.5    # acknowledged rows are deleted in batches, at most this late
+DELETE_BATCH = 256
+FULL_RETRY_S = (1.0, 30.0)   # a full disk is retried with backoff between these
+ROOM_FRACTION = 0.1      # of the rows on disk, dropped to make room on a full disk
+
+Live = tuple["int | None", str, bytes, int]   # row id (None: not on disk), topic, payload, qos
 
 
 class Forwarder:
-    """One thread between the hand-off queue, the disk queue and the paho client."""
+    """One thread between the disk queue and the paho client; see the module docstring."""
 
     def __init__(self, name: str, cfg: MqttConfig, client: mqtt.Client, store: Store,
                  tick: Callable[[], None]) -> None:
         self.name, self.cfg, self.client, self.store = name, cfg, client, store
-        self._tick = tick                             # at every wake-up: status with new drops
+        self._tick = tick
         self._cond = threading.Condition()
-        self._handoff: deque[tuple[str, bytes, int]] = deque()
-        self._acks: deque[int] = deque()
-        self._inflight: dict[int, int] = {}           # paho mid → row id
-        self._acked: list[int] = []                   # row ids acknowledged, not yet deleted
+        self._live: deque[Live] = deque()
+        self._acks: deque[tuple[int, str | None]] = deque()
+        self._inflight: dict[int, tuple[int | None, bool]] = {}   # mid → row id, is backlog
+        self._backlog_inflight = 0
+        self._sent_live: set[int] = set()     # row ids sent live: the backlog skips them
+        self._acked: list[int] = []           # row ids done with, not yet deleted
         self._acked_since = 0.0
-        self._cursor = 0                              # the last row id handed to paho
+        self._cursor = 0                      # the last backlog row id handed to paho
         self._connected = False
         self._connected_at = 0.0
-        self._resending = False                       # paho owns older unacked rows: let it go first
+        self._resending = False
         self._closing = False
         self._close_by = 0.0
         self._tokens = 1.0
         self._refilled = monotonic()
+        self._synced_at = monotonic()
+        self._full_since: float | None = None   # the disk refused a write: publish without it
+        self._full_retry_at = 0.0
+        self._full_wait = FULL_RETRY_S[0]
+        self._recovered_at = -1e9
         self._thread: threading.Thread | None = None
-        self._logged_drops = 0
-        self.sent = 0          # handed to the broker (QoS>=1 rows and QoS 0 messages)
-        self.acked = 0         # QoS>=1 rows the broker acknowledged, deleted from disk
-        self.dropped = 0       # queue full (disk bound or hand-off): the oldest made room
-        self.offline = 0       # QoS 0 messages while disconnected
-        self.failures = 0      # disk errors and refused publishes
+        self._logged: dict[str, int] = {}
+        self.sent = 0          # handed to the broker
+        self.acked = 0         # acknowledged by the broker
+        self.dropped = 0       # queue bound or full disk: the oldest made room
+        self.offline = 0       # QoS 0 while disconnected
+        self.unqueued = 0      # published without the queue while the disk was full
+        self.lost = 0          # neither queued nor sent: the disk full and the broker away
+        self.refused = 0       # PUBACK with a failure reason (MQTT 5): not a delivery
+        self.expired = 0       # backlog older than backlog_max_age_s, dropped
+        self.damaged = 0       # rows failing their integrity check, dropped unsent
+        self.disk_full = 0     # writes the disk refused
+        self.failures = 0      # other disk errors and refused publishes
+        self.syncs = 0         # group commits (each fsyncs the log)
         self.left = 0          # rows still on disk at close, for the next run
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"edgert-{self.name}", daemon=True)
         self._thread.start()
 
-    def put(self, topic: str, payload: bytes, qos: int) -> None:
-        """From the frame loop: queue one message; never blocks, never touches disk or socket."""
+    # From the publishing thread.
+
+    def put(self, topic: str, payload: bytes, qos: int, captured_at: float) -> None:
+        """Queue one message on disk (QoS>=1) and hand it over; never waits on the network,
+        and on the disk only for its own insert."""
+        if self._closing:
+            raise ValueError(f"{self.name} is closed")
+        row: int | None = None
+        if qos >= 1 and self._full_since is None:
+            try:
+                row, dropped = self.store.insert(topic, payload, qos, captured_at)
+                if dropped:
+                    self._dropped(dropped, "the queue is full (%d messages)" % self.cfg.queue_max)
+            except sqlite3.Error as e:
+                self._disk_refused(e)
         with self._cond:
-            if self._closing:
-                raise ValueError(f"{self.name} is closed")
-            if len(self._handoff) >= HANDOFF_MAX:
-                self._handoff.popleft()
-                self.dropped += 1
-            self._handoff.append((topic, payload, qos))
+            if len(self._live) >= HANDOFF_MAX:   # the thread is stuck: disk rows wait as backlog
+                old = self._live.popleft()
+                if old[0] is None:
+                    self.lost += 1
+            self._live.append((row, topic, payload, qos))
             self._cond.notify()
+
+    def _disk_refused(self, e: sqlite3.Error) -> None:
+        with self._cond:
+            self.disk_full += 1
+            if self._full_since is None:
+                now = self._full_since = monotonic()
+                if now - self._recovered_at < 60.0:   # full again soon after: back off further
+                    self._full_wait = min(FULL_RETRY_S[1], self._full_wait * 2)
+                else:
+                    self._full_wait = FULL_RETRY_S[0]
+                # The first time, room is made at once; a disk that fills again waits longer.
+                self._full_retry_at = now if self._full_wait == FULL_RETRY_S[0] else (
+                    now + self._full_wait)
+        self._say("full", "%s: cannot write the queue %s (%s): making room; meanwhile decisions "
+                  "go to the broker without the queue (%d refused writes so far)",
+                  self.name, self.store.path, e, self.disk_full)
 
     # From paho's network thread.
 
@@ -88,9 +138,9 @@ class Forwarder:
                 self._resending = bool(self._inflight)
             self._cond.notify()
 
-    def acked_mid(self, mid: int) -> None:
+    def acked_mid(self, mid: int, failure: str | None = None) -> None:
         with self._cond:
-            self._acks.append(mid)
+            self._acks.append((mid, failure))
             self._cond.notify()
 
     # From the caller of close.
@@ -107,63 +157,88 @@ class Forwarder:
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
-            queued = max(0, self.store.count - len(self._acked)) + len(self._handoff)
-            return {"connected": self._connected, "queued": queued,
-                    "inflight": len(self._inflight), "sent": self.sent, "acked": self.acked,
-                    "dropped": self.dropped, "offline": self.offline, "failures": self.failures}
+            queued = max(0, self.store.count - len(self._acked))
+            out = {"connected": self._connected, "queued": queued,
+                   "inflight": len(self._inflight), "sent": self.sent, "acked": self.acked,
+                   "dropped": self.dropped, "offline": self.offline, "refused": self.refused,
+                   "expired": self.expired, "damaged": self.damaged, "unqueued": self.unqueued,
+                   "lost": self.lost, "disk_full": self.disk_full, "failures": self.failures,
+                   "syncs": self.syncs, "disk": "full" if self._full_since is not None else "ok"}
+        if self.store.damage is not None:
+            out["queue_damaged"] = self.store.damage.as_dict()
+        return out
 
     # The thread from here on.
 
     def _run(self) -> None:
+        closing = False
         try:
             while True:
                 with self._cond:
                     while not self._ready():
                         self._cond.wait(self._wait_s())
-                    batch, acks = list(self._handoff), list(self._acks)
-                    self._handoff.clear()
+                    live, acks = list(self._live), list(self._acks)
+                    self._live.clear()
                     self._acks.clear()
                     closing = self._closing
                 self._ack(acks)
-                self._store(batch, closing)
+                self._send_live(live)
+                self._disk(closing)
                 self._forward()
                 self._tick()
                 if closing and (self._drained() or monotonic() >= self._close_by):
                     break
-        except Exception as e:  # noqa: BLE001 - a broken disk must not kill the process silently
+        except Exception as e:  # noqa: BLE001 - must not kill the process silently
             self.failures += 1
-            log.error("%s: the forwarder stopped (%s); decisions are no longer queued", self.name, e)
+            log.error("%s: the forwarder stopped (%s); queued decisions wait for the next run",
+                      self.name, e)
         finally:
             try:
-                self._store([], True)
+                self._delete(closing=True)
+                if self.store.unsynced:
+                    self.store.sync()
+            except sqlite3.Error:
+                pass
             finally:
                 with self._cond:
                     self.left = self.store.count
                 self.store.close()
 
     def _ready(self) -> bool:
-        if self._acked and monotonic() >= self._acked_since + DELETE_LINGER_S:
+        now = monotonic()
+        if self._live or self._acks or self._closing and (self._drained() or now >= self._close_by):
             return True
-        if self._handoff or self._acks or self._closing and (
-                self._drained() or monotonic() >= self._close_by):
+        if self._full_since is not None:   # the disk waits for its retry, nothing else does
+            if now >= self._full_retry_at:
+                return True
+        elif self._acked and now >= self._acked_since + DELETE_LINGER_S:
+            return True
+        elif self.store.unsynced and now >= self._synced_at + self.cfg.queue_sync:
             return True
         return self._can_send() and self._refill() >= 1.0
 
     def _wait_s(self) -> float:
+        now = monotonic()
         wait = IDLE_WAKE_S
-        if self._acked:
-            wait = min(wait, max(0.001, self._acked_since + DELETE_LINGER_S - monotonic()))
+        if self._full_since is not None:
+            wait = min(wait, self._full_retry_at - now)
+        else:
+            if self._acked:
+                wait = min(wait, self._acked_since + DELETE_LINGER_S - now)
+            if self.store.unsynced:
+                wait = min(wait, self._synced_at + self.cfg.queue_sync - now)
         if self._closing:
-            wait = min(wait, max(0.0, self._close_by - monotonic()))
+            wait = min(wait, self._close_by - now)
         if self._can_send():
-            wait = min(wait, max(0.001, (1.0 - self._tokens) / self.cfg.max_rate))
-        return wait
+            wait = min(wait, (1.0 - self._tokens) / self.cfg.max_rate)
+        return max(0.001, wait)
 
     def _drained(self) -> bool:
-        return not self._handoff and self.store.last_id <= self._cursor and not self._inflight
+        return not self._live and self.store.last_id <= self._cursor and not self._inflight
 
     def _can_send(self) -> bool:
-        if not self._connected or len(self._inflight) >= self.cfg.inflight:
+        """Whether a backlog row may go now."""
+        if not self._connected or self._backlog_inflight >= self.cfg.inflight:
             return False
         if self._resending:
             if self._inflight and monotonic() < self._connected_at + RESEND_GRACE_S:
@@ -178,73 +253,185 @@ class Forwarder:
         self._refilled = now
         return self._tokens
 
-    def _store(self, batch: list[tuple[str, bytes, int]], closing: bool) -> None:
-        """QoS>=1 messages to disk, together with the deletion of acknowledged rows."""
-        rows = []
-        for topic, payload, qos in batch:
-            if qos >= 1:
-                rows.append((topic, payload, qos))
-            elif self._is_connected():
-                self.client.publish(topic, payload, 0)
-                self.sent += 1
-            else:
-                self.offline += 1
-        acked = self._acked if (rows or closing or len(self._acked) >= DELETE_BATCH or (
-            self._acked and monotonic() >= self._acked_since + DELETE_LINGER_S)) else []
-        if not rows and not acked:
+    def _send_live(self, live: list[Live]) -> None:
+        """Live messages go out now, whatever the backlog; while disconnected a queued one is
+        left to the backlog."""
+        for row, topic, payload, qos in live:
+            if not self._is_connected():
+                if qos == 0:
+                    self.offline += 1
+                elif row is None:
+                    self.lost += 1
+                    self._say("lost", "%s: the disk is full and the broker away: %d decisions "
+                              "could be neither queued nor sent", self.name, self.lost)
+                continue
+            if row is not None and row <= self._cursor:
+                continue   # the backlog has sent it already
+            with self._cond:
+                if row is not None and row == self._cursor + 1:
+                    self._cursor = row    # no backlog before it: the cursor follows live rows
+                elif row is not None:
+                    self._sent_live.add(row)
+            info = self.client.publish(topic, payload, qos)
+            self.sent += 1
+            if row is None and qos >= 1:
+                self.unqueued += 1
+            if qos >= 1 and info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                with self._cond:
+                    self._inflight[info.mid] = (row, False)
+            elif qos >= 1:   # the row stays on disk: the next run sends it
+                self.failures += 1
+
+    def _ack(self, acks: list[tuple[int, str | None]]) -> None:
+        for mid, failure in acks:
+            with self._cond:
+                entry = self._inflight.pop(mid, None)
+                if entry is None:
+                    continue
+                row, backlog = entry
+                self._backlog_inflight -= backlog
+                if failure is None:
+                    self.acked += 1
+                else:
+                    self.refused += 1
+                if row is not None:
+                    if not self._acked:
+                        self._acked_since = monotonic()
+                    self._acked.append(row)
+            if failure is not None:
+                self._say("refused", "%s: the broker refused a message (%s): dropped, not "
+                          "delivered (%d refused so far); check the broker's ACL for this "
+                          "client and prefix", self.name, failure, self.refused)
+
+    def _disk(self, closing: bool) -> None:
+        """Deletions, group commits, checkpoints and recovery from a full disk; every failure
+        here is counted and retried later, never at once."""
+        now = monotonic()
+        try:
+            if self._full_since is not None:
+                if now >= self._full_retry_at:
+                    self._make_room()
+                return
+            if self._acked and (closing or len(self._acked) >= DELETE_BATCH
+                                or now >= self._acked_since + DELETE_LINGER_S):
+                self._delete(closing)
+            if self.store.unsynced and now >= self._synced_at + self.cfg.queue_sync:
+                self.store.sync()
+                self.syncs += 1
+                self._synced_at = now
+            elif self.store.since_checkpoint >= self.store.checkpoint_every:
+                self.store.sync()
+                self.syncs += 1
+        except sqlite3.Error as e:
+            self._disk_refused(e)
+
+    def _delete(self, closing: bool = False) -> None:
+        with self._cond:
+            ids, self._acked = self._acked, []
+        if not ids:
             return
         try:
-            dropped = self.store.write(rows, acked)
-        except sqlite3.Error as e:   # disk full, I/O error: these messages are lost, counted
+            self.store.delete(ids)
+        except sqlite3.Error:
             with self._cond:
-                self.failures += 1
-                self.dropped += len(rows)
-            if self.failures == 1 or self.failures % 1000 == 0:
-                log.warning("%s: cannot write the queue %s (%s): %d messages dropped so far",
-                            self.name, self.store.path, e, self.dropped)
+                self._acked = ids + self._acked
+            raise
+        with self._cond:
+            self._sent_live.difference_update(ids)
+
+    def _make_room(self) -> None:
+        """The disk refused a write: truncate the log, drop acknowledged rows and the oldest
+        ones, and try again later with backoff if that is not enough."""
+        store = self.store
+        try:
+            store.free_reserve()
+            store.checkpoint_every = max(8, min(store.checkpoint_every,
+                                                store.since_checkpoint // 2))
+            store.checkpoint()
+            self._delete()
+            n = store.drop_oldest(max(1, int(store.count * ROOM_FRACTION)))
+            self._dropped(n, "the disk is full")
+            store.checkpoint()
+            store.make_reserve()
+            with self._cond:
+                self._full_since, self._recovered_at = None, monotonic()
+            self._say("room", "%s: the queue %s has room again (%d messages on disk); decisions "
+                      "are queued again", self.name, store.path, store.count)
+        except sqlite3.Error as e:
+            self.failures += 1
+            with self._cond:
+                self._full_retry_at = monotonic() + self._full_wait
+                self._full_wait = min(FULL_RETRY_S[1], self._full_wait * 2)
+            self._say("still-full", "%s: the disk under %s is still full (%s); retrying in "
+                      "%.0f s", self.name, store.path, e, self._full_wait)
+
+    def _dropped(self, n: int, why: str) -> None:
+        if n <= 0:
             return
         with self._cond:
-            if acked:
-                self._acked = []
-            self.dropped += dropped
-        if dropped and (self._logged_drops == 0
-                        or self.dropped // 10_000 > self._logged_drops // 10_000):
-            log.warning("%s: the queue is full (%d messages at %s): dropped the oldest, %d "
-                        "so far", self.name, self.cfg.queue_max, self.store.path, self.dropped)
-            self._logged_drops = self.dropped
-
-    def _ack(self, mids: list[int]) -> None:
-        with self._cond:
-            ids = [self._inflight.pop(m) for m in mids if m in self._inflight]
-            if ids and not self._acked:
-                self._acked_since = monotonic()
-            self._acked.extend(ids)
-            self.acked += len(ids)
+            self.dropped += n
+        self._say("dropped", "%s: %s: dropped the oldest, %d so far", self.name, why, self.dropped)
 
     def _forward(self) -> None:
+        """The backlog, in id order, rate-limited, skipping rows sent live or damaged, and
+        dropping rows past their age."""
         with self._cond:
             if not self._can_send():
                 return
-            room = min(self.cfg.inflight - len(self._inflight), int(self._refill()), FETCH_MAX)
+            room = min(self.cfg.inflight - self._backlog_inflight, int(self._refill()), FETCH_MAX)
         if room <= 0:
             return
-        # paho is called without our lock: its network thread holds paho's own lock while it
-        # calls on_publish (acked_mid), which takes ours.
-        for row_id, topic, payload, qos in self.store.after(self._cursor, room):
-            if not self._is_connected():
-                return   # rows from the cursor on wait for the next connection
+        try:
+            rows, bad = self.store.after(self._cursor, room + len(self._sent_live))
+        except sqlite3.Error as e:
+            self.failures += 1
+            self._say("read", "%s: cannot read the queue %s (%s)", self.name, self.store.path, e)
+            return
+        drop = list(bad)
+        if bad:
+            self.damaged += len(bad)
+            self._say("damaged", "%s: %d queued messages failed their integrity check and were "
+                      "dropped unsent (%d so far)", self.name, len(bad), self.damaged)
+        max_age, now = self.cfg.backlog_max_age_s, wall()
+        top = max([r[0] for r in rows] + bad, default=self._cursor)
+        for row_id, topic, payload, qos, at in rows:
+            if row_id in self._sent_live:
+                continue
+            if max_age and at and now - at > max_age:
+                drop.append(row_id)
+                self.expired += 1
+                continue
+            if room <= 0 or not self._is_connected():
+                top = row_id - 1
+                break
             info = self.client.publish(topic, payload, qos)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                # MQTT_ERR_NO_CONN: paho keeps a QoS>=1 message and sends it on reconnect.
                 self.failures += 1
-                log.warning("%s: publish refused (%s); retrying", self.name,
-                            mqtt.error_string(info.rc))
-                return
+                self._say("publish", "%s: publish refused (%s); retrying", self.name,
+                          mqtt.error_string(info.rc))
+                top = row_id - 1
+                break
             with self._cond:
-                self._inflight[info.mid] = row_id
-                self._cursor = row_id
+                self._inflight[info.mid] = (row_id, True)
+                self._backlog_inflight += 1
                 self._tokens -= 1.0
                 self.sent += 1
+            room -= 1
+        if self.expired and any(d not in bad for d in drop):
+            self._say("expired", "%s: %d queued decisions were older than backlog_max_age_s "
+                      "(%g s) and were dropped unsent", self.name, self.expired, max_age)
+        with self._cond:
+            self._cursor = max(self._cursor, top)
+            if drop:
+                if not self._acked:
+                    self._acked_since = monotonic()
+                self._acked.extend(drop)
+
+    def _say(self, what: str, msg: str, *args: Any) -> None:
+        """A warning the first time, then every 1000th time: counted always, never a flood."""
+        n = self._logged[what] = self._logged.get(what, 0) + 1
+        if n == 1 or n % 1000 == 0:
+            log.warning(msg, *args)
 
     def _is_connected(self) -> bool:
         with self._cond:
