@@ -12,7 +12,7 @@ from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConf
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
                                  Rung, SerialConfig, SourceConfig, TrackerConfig, Zone)
 from edgert.config.types import DIRECTIONS
-from edgert.decide.geometry import polygon_area, self_intersects
+from edgert.decide.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -296,12 +296,12 @@ def _units(s: Section, default: str, points: tuple[tuple[float, float], ...], wh
 def _zone(s: Section) -> Zone:
     name = s.str("name")
     polygon = _points(s, "polygon", 3)
-    if abs(polygon_area(polygon)) <= 1e-12:
-        raise s.error("polygon", f"of zone {name!r} encloses no area",
-                      "give at least three points that are not on one line")
-    if self_intersects(polygon):
+    if abs(polygon_area(polygon)) > 1e-12 and self_intersects(polygon):
         raise s.error("polygon", f"of zone {name!r} crosses itself",
                       "list the corners in order around the zone (clockwise or not)")
+    if abs(polygon_area(polygon)) <= 1e-12:
+        raise s.error("polygon", f"of zone {name!r} encloses no area", "give at least three "
+                      "points that are not on one line, in order around the zone")
     units = _units(s, "fraction", polygon, "polygon")
     anchor = s.str("anchor", "bottom_center", choices=("bottom_center", "center", "overlap"))
     overlap = s.number("overlap", 0.5, lo=0.0, hi=1.0, lo_open=True)
@@ -578,6 +578,14 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
                 raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
                                   f"names {ref!r}, which is not defined",
                                   f"define it in [[{kind}]] (known: {known})")
+            if key == "crosses" and ref in names and rule.direction != "any":
+                line = next(ln for ln in lines if ln.name == ref)
+                across = (("left_to_right", "right_to_left") if line_axis(line.p1, line.p2)
+                          == "horizontal" else ("top_to_bottom", "bottom_to_top"))
+                if rule.direction not in across:
+                    raise ConfigError(str(top.file), f"rules[{i}].direction", f"of rule "
+                                      f"{rule.name!r} is {rule.direction!r}, which never happens "
+                                      f"on line {ref!r}", f"use {' or '.join(across)} or 'any'")
             if ref is not None and model.family == "classify":
                 raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
                                   "needs boxes, but a classify model has none",

@@ -16,6 +16,11 @@ def polygon_area(poly: Poly) -> float:
                      for i in range(n))
 
 
+def line_axis(p1: tuple[float, float], p2: tuple[float, float]) -> str:
+    """`horizontal` when crossings go left/right (a line more upright than flat), else `vertical`."""
+    return "horizontal" if abs(p2[1] - p1[1]) >= abs(p2[0] - p1[0]) else "vertical"
+
+
 def _orient(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
     return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert.config.types import Config, Line, Zone
 from edgert.decide import kernels
-from edgert.decide.geometry import clip_area
+from edgert.decide.geometry import clip_area, line_axis  # noqa: F401 (re-exported)
 from edgert.errors import ConfigError
 
 Poly = Sequence[tuple[float, float]]
@@ -83,11 +83,6 @@ class LineGeometry:
             self._p = _scale((self.line.p1, self.line.p2), self.line.fractional, frame_hw)
             self._hw = frame_hw
         return self._p[0], self._p[1]
-
-
-def line_axis(p1: tuple[float, float], p2: tuple[float, float]) -> str:
-    """`horizontal` when crossings go left/right (a line more upright than flat), else `vertical`."""
-    return "horizontal" if abs(p2[1] - p1[1]) >= abs(p2[0] - p1[0]) else "vertical"
 
 
 def check_frame(cfg: Config, frame_hw: tuple[int, int]) -> None:
