@@ -296,7 +296,7 @@ def _units(s: Section, default: str, points: tuple[tuple[float, float], ...], wh
 def _zone(s: Section) -> Zone:
     name = s.str("name")
     polygon = _points(s, "polygon", 3)
-    if abs(polygon_area(polygon)) > 1e-12 and self_intersects(polygon):
+    if self_intersects(polygon):
         raise s.error("polygon", f"of zone {name!r} crosses itself",
                       "list the corners in order around the zone (clockwise or not)")
     if abs(polygon_area(polygon)) <= 1e-12:

@@ -22,15 +22,17 @@ _SMOOTH = 0.5   # weight of the newest velocity measurement (an alpha filter on 
 
 @dataclass(slots=True)
 class _Track:
-    box: np.ndarray                    # x1, y1, x2, y2 at `t`, as last measured
+    box: list[float]                   # x1, y1, x2, y2 at `t`, as last measured
     t: float                           # media time of the last measurement
-    vel: np.ndarray = field(default_factory=lambda: np.zeros(4))   # pixels per second
+    vel: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])   # pixels per second
     hits: int = 1
     id: int = 0                        # 0 until confirmed
     missing_s: float = 0.0             # observed media time since the last hit
 
-    def predict(self, t: float) -> np.ndarray:
-        return self.box + self.vel * (t - self.t)
+    def predict(self, t: float) -> list[float]:
+        # Plain floats: four multiply-adds per track beat a numpy call each.
+        dt, b, v = t - self.t, self.box, self.vel
+        return [b[0] + v[0] * dt, b[1] + v[1] * dt, b[2] + v[2] * dt, b[3] + v[3] * dt]
 
 
 class Tracker:
@@ -61,6 +63,7 @@ class Tracker:
         n = len(scores)
         ids = np.full(n, -1, np.int64)
         boxes = np.ascontiguousarray(boxes, np.float64)
+        rows = boxes.tolist()
         tracks = self.tracks
         pairs = np.zeros((min(len(tracks), n) + 1, 2), np.int64)
         matched: list[tuple[int, int]] = []
@@ -74,7 +77,7 @@ class Tracker:
             k = self._match(pred, boxes, cfg.match_iou, trk_free, det_free1, pairs)
             matched += [(int(pairs[i, 0]), int(pairs[i, 1])) for i in range(k)]
             # Pass 2: weak detections against tracks seen last frame and still unmatched.
-            recent = np.array([tr.missing_s == 0.0 for tr in tracks])
+            recent = np.array([tr.missing_s == 0.0 for tr in tracks], np.bool_)
             trk_free2 = trk_free & recent
             det_free2 = ~high
             k = self._match(pred, boxes, cfg.low_iou, trk_free2, det_free2, pairs)
@@ -84,10 +87,13 @@ class Tracker:
             tr = tracks[ti]
             hit[ti] = True
             det_free[di] = False
+            new = rows[di]
             if t > tr.t:
-                measured = (boxes[di] - tr.box) / (t - tr.t)
-                tr.vel = measured if tr.hits == 1 else (1 - _SMOOTH) * tr.vel + _SMOOTH * measured
-            tr.box, tr.t = boxes[di].copy(), t
+                inv = 1.0 / (t - tr.t)
+                measured = [(a - b) * inv for a, b in zip(new, tr.box)]
+                tr.vel = measured if tr.hits == 1 else [
+                    (1 - _SMOOTH) * v + _SMOOTH * m for v, m in zip(tr.vel, measured)]
+            tr.box, tr.t = new, t
             tr.hits += 1
             tr.missing_s = 0.0
             if not tr.id and tr.hits >= cfg.confirm_hits:
@@ -104,8 +110,8 @@ class Tracker:
                 kept.append(tr)
             elif tr.id:
                 self.ended.append(tr.id)
-        for di in np.flatnonzero(det_free & (scores >= cfg.high_score)):
-            tr = _Track(boxes[di].copy(), t)
+        for di in np.flatnonzero(det_free & (scores >= cfg.high_score)).tolist():
+            tr = _Track(rows[di], t)
             if cfg.confirm_hits <= 1:
                 tr.id, self._next_id = self._next_id, self._next_id + 1
                 ids[di] = tr.id
