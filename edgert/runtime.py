@@ -364,6 +364,7 @@ class Runtime:
     def _finish_summary(self) -> None:
         s, h = self.summary, self._herald_stats
         s.late_ok = h.get("late_ok", 0)
+        s.extra["events"] = self.event_seq
         s.extra["outputs"] = h.get("outputs", {})
         s.extra["sender"] = {"priority": h.get("priority", self.herald.priority),
                              "fired": h.get("fired", 0)}

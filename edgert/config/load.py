@@ -12,7 +12,7 @@ from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConf
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
                                  Rung, SerialConfig, SourceConfig, TrackerConfig, Zone)
 from edgert.config.types import DIRECTIONS
-from edgert.decide.geometry import line_axis, polygon_area, self_intersects
+from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):

@@ -11,7 +11,7 @@ import numpy as np
 from numba import types as nt
 
 from edgert import kernel_cache
-from edgert.decide.geometry import points_in_polygon_np
+from edgert.geometry import points_in_polygon_np
 
 _JIT = kernel_cache.jit_options()
 _RO2 = nt.Array(nt.float64, 2, "C", readonly=True)

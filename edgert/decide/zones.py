@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert.config.types import Config, Line, Zone
 from edgert.decide import kernels
-from edgert.decide.geometry import clip_area, line_axis  # noqa: F401 (re-exported)
+from edgert.geometry import clip_area, line_axis  # noqa: F401 (re-exported)
 from edgert.errors import ConfigError
 
 Poly = Sequence[tuple[float, float]]
