@@ -42,6 +42,9 @@ def decision_dict(d: Decision) -> dict[str, Any]:
 def _det(x: Det) -> dict[str, Any]:
     if x.box is None:
         return {"label": x.label, "class_id": x.class_id, "score": x.score}
+    if x.track_id is not None:
+        return {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box),
+                "track_id": x.track_id}
     return {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box)}
 
 
@@ -85,7 +88,8 @@ def decode_decision(rec: dict[str, Any]) -> Decision:
     if rec.get("schema") != SCHEMA_DECISION:
         raise TypeError(f"schema is {rec.get('schema')!r}, not {SCHEMA_DECISION!r}")
     dets = tuple(Det(d["label"], int(d["class_id"]), float(d["score"]),
-                     tuple(d["box"]) if "box" in d else None) for d in rec["detections"])
+                     tuple(d["box"]) if "box" in d else None, d.get("track_id"))
+                 for d in rec["detections"])
     verdict = Verdict(frame_id=int(rec["frame_id"]), status=rec["status"], action=rec["action"],
                       rule=rec.get("rule"), detections=dets, cause=rec.get("cause"),
                       stage=rec.get("stage"), error=rec.get("error"), rung=rec.get("rung"),

@@ -45,9 +45,12 @@ class Detections:
     scores: np.ndarray      # (N,) float32
     class_ids: np.ndarray   # (N,) int32
     labels: tuple[str, ...]  # label names indexed by class id
+    track_ids: np.ndarray | None = None   # (N,) int64 where tracking is on; -1: no track (yet)
 
     def __post_init__(self) -> None:
         n = self.scores.shape[0]
+        if self.track_ids is not None and self.track_ids.shape != (n,):
+            raise ValueError(f"track_ids: expected ({n},), got {self.track_ids.shape}")
         if self.scores.ndim != 1:
             raise ValueError(f"scores: expected (N,), got {self.scores.shape}")
         if self.class_ids.shape != (n,):
@@ -81,5 +84,9 @@ class Detections:
             return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i])
                          for i, c in enumerate(ids))
         boxes = self.boxes.astype(np.float64).round(1).tolist()
+        if self.track_ids is not None:
+            tids = [t if t >= 0 else None for t in self.track_ids.tolist()]
+            return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i], tuple(boxes[i]),
+                             tids[i]) for i, c in enumerate(ids))
         return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i], tuple(boxes[i]))
                      for i, c in enumerate(ids))

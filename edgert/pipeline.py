@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -71,7 +72,7 @@ class Pipeline:
         self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
-        self.rules.missed()
+        self.rules.missed(t.frame.media_s)   # the tracker coasts; no rule state moves
         return FrameResult("overrun", t.latency_ms, cause=cause, stage=stage, error=error)
 
     def _start(self, t: Ticket, stage: str, now: float, probe: bool) -> FrameResult | None:
@@ -129,7 +130,9 @@ class Pipeline:
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop
-        outcome = self.rules.decide(detections, (t.frame.height, t.frame.width))
+        outcome = self.rules.decide(detections, (t.frame.height, t.frame.width), t.frame.media_s)
+        if outcome.track_ids is not None:
+            detections = dataclasses.replace(detections, track_ids=outcome.track_ids)
         t4 = now()
         t.done("decide", (t4 - t3) * 1e3)
         costs.observe("decide", t4 - t3)

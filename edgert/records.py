@@ -26,6 +26,7 @@ class Det(NamedTuple):
     class_id: int
     score: float
     box: tuple[float, float, float, float] | None = None
+    track_id: int | None = None       # where tracking is on and the object's track is confirmed
 
 
 @dataclass(frozen=True, slots=True)

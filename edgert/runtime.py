@@ -30,7 +30,8 @@ from edgert.ladder import Ladder
 from edgert.pipeline import FrameResult, Pipeline
 from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer
 from edgert.publish.sender import HeraldPort, LocalHerald, SenderProcess
-from edgert.records import STAGES, Decision, Metrics, Status, Timing, Verdict
+from edgert.decide import EventDraft
+from edgert.records import STAGES, Decision, Event, Metrics, Status, Timing, Verdict
 from edgert.service.notify import Notifier
 from edgert.source import FrameSource, open_source
 from edgert.summary import RunSummary
@@ -66,6 +67,8 @@ class Runtime:
         self._stand_in = False   # warmed up on a made-up frame: the first real one may differ
         self._herald_stats: dict[str, Any] = {}
         self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
+        self.event_seq = 0
+        self._last_frame: Frame | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -136,9 +139,24 @@ class Runtime:
         if self.watch is not None:
             self.watch.on_frame(frame, result, seq)
         made = self._hand_over(t, pipeline, result)
+        if result.outcome is not None and result.outcome.events:
+            # Decided is decided: a frame whose record missed its deadline still moved the
+            # rules and the tracker, so its events go out too, after its record.
+            self._events(result.outcome.events, frame)
+        self._last_frame = frame
         self._climb_or_descend(pipeline, made == "ok", t)
         self._account()
         return made
+
+    def _events(self, drafts: tuple[EventDraft, ...], frame: Frame) -> None:
+        """Rule events numbered in their own sequence and stamped with the frame's wall time."""
+        at = self.clock.wall_at(frame.arrival_s)
+        source = frame.source_id if frame.source_id != "main" else None
+        for d in drafts:
+            self.event_seq += 1
+            self.herald.event(Event(self.cfg.device_id, self.run_id, self.event_seq, d.rule, d.kind,
+                                    f"{self.run_id}-{d.number}", frame.index, at, d.track_id,
+                                    d.counts, source))
 
     def _rung_name(self, pipeline: Pipeline) -> str | None:
         return pipeline.name if pipeline is not self.rungs[0] else None
@@ -351,6 +369,7 @@ class Runtime:
     def _finish_summary(self) -> None:
         s, h = self.summary, self._herald_stats
         s.late_ok = h.get("late_ok", 0)
+        s.extra["events"] = self.event_seq
         s.extra["outputs"] = h.get("outputs", {})
         s.extra["sender"] = {"priority": h.get("priority", self.herald.priority),
                              "fired": h.get("fired", 0)}
@@ -368,6 +387,10 @@ class Runtime:
     def close(self) -> None:
         if self._guard is not None:
             self._guard.close()
+        if not self._herald_stats and self._last_frame is not None:
+            ends = self.pipeline.rules.close(self._last_frame.media_s)   # open events end
+            if ends:
+                self._events(ends, self._last_frame)
         if not self._herald_stats:
             self._herald_stats = self.herald.close() or {"closed": True}
             self._account()

@@ -12,6 +12,8 @@ from edgert.config.types import Config, ModelConfig
 from edgert.costs import StageCosts
 from edgert.deadline import Deadline
 from edgert.decide import RuleEngine
+from edgert.decide import kernels as decide_kernels
+from edgert.decide.zones import check_frame
 from edgert.errors import ConfigError, ModelError
 from edgert.frame import Frame
 from edgert.guard import Ticket
@@ -70,7 +72,7 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, 
 
 def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
     """The main model's pipeline and one per ladder rung, sharing one rule engine."""
-    rules = RuleEngine(cfg.rules, cfg.zones)
+    rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
     main, info = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
     check_rule_labels(cfg, main.decoder.labels)
     rungs = [main]
@@ -109,12 +111,15 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     """Pay session initialisation, kernel compilation and first-run costs of every rung on
     `image` (the source's real first frame where there is one), touching no rule state and
     making no record. Returns each rung's unloaded median inference (s), for the ladder."""
+    check_frame(cfg, image.shape[:2])   # pixel zones and lines: the frame size is known now
+    if cfg.rules and cfg.runtime.kernels == "numba":
+        decide_kernels.warm()
     frame = Frame(-1, image, 0.0, clock.now())
     board = new_board()
     baseline = []
     for pipeline in rungs:
         state = pipeline.rules
-        pipeline.rules = RuleEngine((), ())   # warm-up frames must not touch debounce
+        pipeline.rules = state.fresh()   # warm-up frames must not touch rule or track state
         infer_ms = []
         try:
             for i in range(runs):

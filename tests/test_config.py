@@ -357,3 +357,54 @@ def test_queue_sync_is_seconds_and_the_old_words_keep_their_promise(workdir: Pat
         text = GOOD + MQTT + f"queue_sync = {given}\n"
         cfg = load_config(write_config(workdir / "device.toml", text)).outputs[1].mqtt
         assert cfg is not None and cfg.queue_sync == seconds
+
+
+LINES = """
+[[lines]]
+name = "door"
+p1 = [320, 0]
+p2 = [320, 480]
+"""
+POLY = "polygon = [[0.3, 0.5], [0.7, 0.5], [0.7, 1.0], [0.3, 1.0]]"
+
+
+@pytest.mark.parametrize("name, edit, key, fix", [
+    ("fraction above 1", lambda t: t.replace(POLY, "polygon = [[0, 0], [10, 0], [10, 10]]"),
+     "zones[0].units", 'units = "pixels"'),
+    ("pixel zone outside the frame", lambda t: t.replace(POLY, 'units = "pixels"\n'
+     "polygon = [[0, 0], [900, 0], [900, 100]]"), "zones[0].polygon", "within 640x480"),
+    ("pixel line outside the frame", lambda t: t + LINES.replace("480]", "900]"),
+     "lines[0].p1/p2", "within 640x480"),
+    ("empty polygon", lambda t: t.replace(POLY, "polygon = []"), "zones[0].polygon", "points"),
+    ("polygon on one line", lambda t: t.replace(POLY, "polygon = [[0.1, 0.1], [0.2, 0.2], "
+     "[0.3, 0.3]]"), "zones[0].polygon", "not on one line"),
+    ("self-intersecting polygon", lambda t: t.replace(POLY, "polygon = [[0.1, 0.1], [0.9, 0.9], "
+     "[0.9, 0.1], [0.1, 0.9]]"), "zones[0].polygon", "in order around"),
+    ("zero-length line", lambda t: t + LINES.replace("p2 = [320, 480]", "p2 = [320, 0]"),
+     "lines[0].p2", "two different end points"),
+    ("direction without a line", lambda t: t.replace('action = "reject"',
+     'action = "reject"\ndirection = "left_to_right"'), "rules[0].direction", "crosses"),
+    ("line that does not exist", lambda t: t.replace('zone = "gate"', 'crosses = "door"'),
+     "rules[0].crosses", "[[lines]]"),
+    ("direction that never happens", lambda t: t.replace('zone = "gate"', 'crosses = "door"\n'
+     'direction = "top_to_bottom"') + LINES, "rules[0].direction", "left_to_right"),
+    ("label the model lacks", lambda t: t.replace('labels = ["defect"]', 'labels = ["person"]'),
+     "rules[0].labels", "defect"),
+    ("dwell without a zone", lambda t: t.replace('zone = "gate"', "dwell_s = 5"),
+     "rules[0].dwell_s", "zone"),
+    ("both debounces", lambda t: t.replace('action = "reject"', 'action = "reject"\n'
+     "debounce = [2, 3]\ndebounce_s = 0.5"), "rules[0].debounce_s", "keep one"),
+])
+def test_decide_mistakes_name_the_rule_and_the_fix(workdir: Path, name, edit, key, fix) -> None:
+    proc = edgert("check", str(write_config(workdir / "device.toml", edit(GOOD))))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr and key in err and fix in err, err
+
+
+def test_rules_with_lines_counts_and_dwell_load(workdir: Path) -> None:
+    text = GOOD.replace('zone = "gate"', 'crosses = "door"\ndirection = "left_to_right"') + LINES
+    text += '[[rules]]\nname = "crowd"\nzone = "gate"\nmin_count = 3\naction = "slow"\n'
+    cfg = load_config(write_config(workdir / "ok.toml", text))
+    assert cfg.rules[0].tracked and cfg.lines[0].units == "pixels"
+    assert cfg.rules[1].min_count == 3 and not cfg.rules[1].tracked

@@ -27,7 +27,7 @@ def in_zone(obj: dict, width: int = 640) -> bool:
 
 
 @pytest.fixture(scope="module")
-def every_frame(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+def every_record(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """The demo config, every frame in order and a generous budget: a deterministic run."""
     text = DEMO_CONFIG.read_text()
     text = text.replace('url = "file:demo/conveyor.mp4"', f'url = "file:{DEMO_CLIP}"')
@@ -43,10 +43,37 @@ def every_frame(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return records(proc.stdout)
 
 
+@pytest.fixture(scope="module")
+def every_frame(every_record: list[dict]) -> list[dict]:
+    return [r for r in every_record if r["schema"] == "edgert.decision/1"]
+
+
+def test_each_defective_part_gives_one_reject_event_in_the_zone(every_record) -> None:
+    """Events against the truth: one `new` per defective part, while it is in the gate zone
+    (a frame of slack at the zone's edges), and none for a good part; each one ends."""
+    events = [r for r in every_record if r["schema"] == "edgert.event/1"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    new = [e for e in events if e["kind"] == "new"]
+    assert {e["rule"] for e in events} == {"defect-at-pusher"}
+    in_zone_frames: dict[int, set[int]] = {}
+    for f in truth():
+        for o in f["objects"]:
+            if o["label"] == "defect" and in_zone(o):
+                in_zone_frames.setdefault(o["id"], set()).update(
+                    range(f["frame_id"] - 1, f["frame_id"] + 2))
+    assert len(in_zone_frames) >= 5
+    hits = {pid: [e["frame_id"] for e in new if e["frame_id"] in frames]
+            for pid, frames in in_zone_frames.items()}
+    assert all(len(h) == 1 for h in hits.values()), hits
+    assert len(new) == len(in_zone_frames), [e["frame_id"] for e in new]
+    ends = {e["event_id"] for e in events if e["kind"] == "end"}
+    assert {e["event_id"] for e in new} == ends
+
+
 def test_demo_config_runs_as_the_readme_says() -> None:
     proc = edgert("run", str(DEMO_CONFIG), "--frames", "20")
     assert proc.returncode == 0, proc.stderr
-    out = records(proc.stdout)
+    out = [r for r in records(proc.stdout) if r["schema"] == "edgert.decision/1"]
     assert len(out) == 20 and all(r["device_id"] == "demo-conveyor" for r in out)
     assert {r["action"] for r in out} <= {"none", "reject", "stop"}
 

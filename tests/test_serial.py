@@ -92,7 +92,9 @@ def decode_tool(data: bytes) -> list[dict]:
 
 
 def records(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    """The records but rule events (which share the file and have their own seq)."""
+    recs = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return [r for r in recs if r.get("schema") != "edgert.event/1"]
 
 
 def of_type(frames: list[dict], kind: str) -> list[dict]:

@@ -11,7 +11,10 @@ from pathlib import Path
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
-                                 Rung, SerialConfig, ServiceConfig, SourceConfig, Zone)
+                                 Rung, SerialConfig, ServiceConfig, SourceConfig,
+                                 TrackerConfig, Zone)
+from edgert.config.types import DIRECTIONS
+from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -52,6 +55,7 @@ def load_config(path: str | Path) -> Config:
     zones = tuple(_zone(s) for s in top.tables("zones"))
     lines = tuple(_line(s) for s in top.tables("lines"))
     rules = tuple(_rule(s) for s in top.tables("rules"))
+    tracker = _tracker(top.table_("tracker"))
     fail_safe = _fail_safe(top.table_("fail_safe"))
     outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
     service = _service(top.table_("service"))
@@ -59,8 +63,8 @@ def load_config(path: str | Path) -> Config:
     _cross_check(top, zones, lines, rules, model, outputs)
     _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
-                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, outputs=outputs,
-                  service=service)
+                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, tracker=tracker,
+                  outputs=outputs, service=service)
 
 
 def _service(s: Section) -> ServiceConfig:
@@ -316,11 +320,31 @@ def _points(s: Section, name: str, min_count: int) -> tuple[tuple[float, float],
     return tuple((float(x), float(y)) for x, y in raw)
 
 
+def _units(s: Section, default: str, points: tuple[tuple[float, float], ...], what: str) -> str:
+    """Units are said, never guessed: a fraction above 1 is a mistake, not a pixel."""
+    units = s.str("units", default, choices=("fraction", "pixels"))
+    if units == "fraction" and any(v > 1.0 for p in points for v in p):
+        raise s.error("units", f"is {units!r} but the {what} has a coordinate above 1",
+                      'write units = "pixels" or give fractions of the frame from 0 to 1')
+    return units
+
+
 def _zone(s: Section) -> Zone:
     name = s.str("name")
     polygon = _points(s, "polygon", 3)
-    zone = Zone(name=name, polygon=polygon, fractional=all(v <= 1.0 for p in polygon for v in p),
-                anchor=s.str("anchor", "bottom_center", choices=("bottom_center", "center")))
+    if self_intersects(polygon):
+        raise s.error("polygon", f"of zone {name!r} crosses itself",
+                      "list the corners in order around the zone (clockwise or not)")
+    if abs(polygon_area(polygon)) <= 1e-12:
+        raise s.error("polygon", f"of zone {name!r} encloses no area", "give at least three "
+                      "points that are not on one line, in order around the zone")
+    units = _units(s, "fraction", polygon, "polygon")
+    anchor = s.str("anchor", "bottom_center", choices=("bottom_center", "center", "overlap"))
+    overlap = s.number("overlap", 0.5, lo=0.0, hi=1.0, lo_open=True)
+    if s.has("overlap") and anchor != "overlap":
+        raise s.error("overlap", f"is set but zone {name!r} has anchor = {anchor!r}",
+                      'set anchor = "overlap" or remove overlap')
+    zone = Zone(name=name, polygon=polygon, units=units, anchor=anchor, overlap=overlap)
     s.done()
     return zone
 
@@ -328,25 +352,66 @@ def _zone(s: Section) -> Zone:
 def _line(s: Section) -> Line:
     name = s.str("name")
     p1, p2 = s.numbers("p1", 2, lo=0), s.numbers("p2", 2, lo=0)
+    units = _units(s, "pixels", (p1, p2), "line")
+    if p1 == p2:
+        raise s.error("p2", f"equals p1 {list(p1)!r}: line {name!r} has zero length",
+                      "give the line two different end points")
+    anchor = s.str("anchor", "center", choices=("center", "bottom_center"))
     s.done()
-    return Line(name=name, p1=(p1[0], p1[1]), p2=(p2[0], p2[1]))
+    return Line(name=name, p1=(p1[0], p1[1]), p2=(p2[0], p2[1]), units=units, anchor=anchor)
 
 
 def _rule(s: Section) -> Rule:
     name = s.str("name")
-    if s.has("crosses"):
-        s.raw("crosses")
-        raise s.error("crosses", "needs object tracking, which this version of edgert does not "
-                      "have yet", "remove the rule or use zone = … instead")
     debounce = s.numbers("debounce", 2, (1, 1), lo=1, integer=True)
     if debounce[0] > debounce[1]:
         raise s.error("debounce", f"is {list(debounce)!r}",
                       "write [k, n] with k ≤ n: fire when matched in k of the last n frames")
+    debounce_s = s.number("debounce_s", 0.0, lo=0.0)
+    if debounce_s > 0 and s.has("debounce"):
+        raise s.error("debounce_s", f"and debounce are both set on rule {name!r}",
+                      "keep one: debounce = [k, n] frames or debounce_s = seconds")
+    area = s.numbers("area", 2, (0.0, float("inf")), lo=0)
+    if area[0] > area[1]:
+        raise s.error("area", f"is {list(area)!r}", "write [min, max] in square pixels, min ≤ max")
+    max_count = s.number("max_count", None, lo=0, integer=True)
+    min_count = s.number("min_count", 1 if max_count != 0 else 0, lo=0, integer=True)
+    if max_count is not None and min_count > max_count:
+        raise s.error("min_count", f"is {min_count} but max_count is {max_count}",
+                      "make min_count ≤ max_count (max_count = 0 with min_count = 0: none present)")
+    crosses = s.str("crosses", None)
+    direction = s.str("direction", None, choices=DIRECTIONS)
+    if direction is not None and crosses is None:
+        raise s.error("direction", f"is set on rule {name!r}, which crosses no line",
+                      'add crosses = "LINE" or remove direction')
     rule = Rule(name=name, action=s.str("action", fix='add action = "reject" (any string)'),
                 labels=s.strings("labels", ()), min_score=s.number("min_score", 0.0, lo=0.0, hi=1.0),
-                zone=s.str("zone", None), debounce=debounce)
+                zone=s.str("zone", None), debounce=debounce, debounce_s=debounce_s, area=area,
+                min_count=min_count, max_count=max_count, crosses=crosses,
+                direction=direction or "any", dwell_s=s.number("dwell_s", 0.0, lo=0.0),
+                min_on_s=s.number("min_on_s", 0.0, lo=0.0),
+                min_off_s=s.number("min_off_s", 0.0, lo=0.0),
+                priority=s.number("priority", 0, integer=True),
+                update_s=s.number("update_s", 1.0, lo=0.0, lo_open=True))
+    if rule.dwell_s > 0 and rule.zone is None:
+        raise s.error("dwell_s", f"is set on rule {name!r}, which names no zone",
+                      'add zone = "ZONE": dwell is time spent inside a zone')
+    if crosses is not None and (rule.zone is not None or rule.dwell_s > 0 or s.has("min_count")
+                                or s.has("max_count")):
+        raise s.error("crosses", f"on rule {name!r} is combined with zone, dwell or counts",
+                      "make the crossing a rule of its own")
     s.done()
     return rule
+
+
+def _tracker(s: Section) -> TrackerConfig:
+    cfg = TrackerConfig(high_score=s.number("high_score", 0.5, lo=0.0, hi=1.0),
+                        match_iou=s.number("match_iou", 0.3, lo=0.0, hi=1.0, lo_open=True),
+                        low_iou=s.number("low_iou", 0.5, lo=0.0, hi=1.0, lo_open=True),
+                        confirm_hits=s.number("confirm_hits", 2, lo=1, integer=True),
+                        lost_s=s.number("lost_s", 1.0, lo=0.0, lo_open=True))
+    s.done()
+    return cfg
 
 
 def _fail_safe(s: Section) -> FailSafeConfig:
@@ -563,14 +628,27 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
                                   f"repeats the name {item.name!r}", "give each one its own name")
             seen.add(item.name)
     zone_names = {z.name for z in zones}
+    line_names = {ln.name for ln in lines}
     for i, rule in enumerate(rules):
-        if rule.zone is not None and rule.zone not in zone_names:
-            known = ", ".join(sorted(zone_names)) or "none are defined"
-            raise ConfigError(str(top.file), f"rules[{i}].zone", f"names {rule.zone!r}, which is "
-                              f"not a zone", f"define it in [[zones]] (known: {known})")
-        if rule.zone is not None and model.family == "classify":
-            raise ConfigError(str(top.file), f"rules[{i}].zone", "needs boxes, but a classify "
-                              "model has none", "remove zone from this rule")
+        for key, ref, names, kind in (("zone", rule.zone, zone_names, "zones"),
+                                      ("crosses", rule.crosses, line_names, "lines")):
+            if ref is not None and ref not in names:
+                known = ", ".join(sorted(names)) or "none are defined"
+                raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
+                                  f"names {ref!r}, which is not defined",
+                                  f"define it in [[{kind}]] (known: {known})")
+            if key == "crosses" and ref in names and rule.direction != "any":
+                line = next(ln for ln in lines if ln.name == ref)
+                across = (("left_to_right", "right_to_left") if line_axis(line.p1, line.p2)
+                          == "horizontal" else ("top_to_bottom", "bottom_to_top"))
+                if rule.direction not in across:
+                    raise ConfigError(str(top.file), f"rules[{i}].direction", f"of rule "
+                                      f"{rule.name!r} is {rule.direction!r}, which never happens "
+                                      f"on line {ref!r}", f"use {' or '.join(across)} or 'any'")
+            if ref is not None and model.family == "classify":
+                raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
+                                  "needs boxes, but a classify model has none",
+                                  f"remove {key} from this rule")
     paths = [o.path for o in outputs if o.path is not None]
     if len(paths) != len(set(paths)):
         raise ConfigError(str(top.file), "outputs", "two jsonl outputs write the same file",

@@ -96,33 +96,74 @@ class RuntimeConfig:
 
 @dataclass(frozen=True, slots=True)
 class Zone:
-    """A named polygon; a detection's anchor point must lie inside."""
+    """A named polygon; a detection's anchor point (or a share of its box) must lie inside."""
 
     name: str
     polygon: tuple[Point, ...]
-    fractional: bool                   # every coordinate ≤ 1: fractions of the frame
-    anchor: str = "bottom_center"      # bottom_center | center
+    units: str = "fraction"            # fraction (of the frame's width, height) | pixels: said
+    anchor: str = "bottom_center"      # bottom_center | center | overlap
+    overlap: float = 0.5               # anchor = "overlap": the share of the box inside the zone
+
+    @property
+    def fractional(self) -> bool:
+        return self.units == "fraction"
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """A named segment for crossing rules."""
+    """A named segment for crossing rules; `left_to_right` etc. are as seen in the image."""
 
     name: str
     p1: Point
     p2: Point
+    units: str = "pixels"              # pixels | fraction
+    anchor: str = "center"             # the point of a box that crosses: center | bottom_center
+
+    @property
+    def fractional(self) -> bool:
+        return self.units == "fraction"
+
+
+DIRECTIONS = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top", "any")
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A condition on detections and the action it gives the frame."""
+    """A condition on detections, how it is debounced, and the action and events it gives."""
 
     name: str
     action: str
     labels: tuple[str, ...] = ()        # empty: any label
     min_score: float = 0.0
     zone: str | None = None
-    debounce: tuple[int, int] = (1, 1)  # matched in k of the last n frames
+    debounce: tuple[int, int] = (1, 1)  # matched in k of the last n frames …
+    debounce_s: float = 0.0             # … or held for this long (media time), when above 0
+    area: tuple[float, float] = (0.0, float("inf"))   # box area range, square pixels
+    min_count: int = 1                  # objects matching at once: min_count ≤ n ≤ max_count
+    max_count: int | None = None
+    crosses: str | None = None          # a line: fires once per tracked object crossing it
+    direction: str = "any"              # with crosses: one of DIRECTIONS
+    dwell_s: float = 0.0                # a tracked object in `zone` at least this long
+    min_on_s: float = 0.0               # once on, stays on at least this long (media time)
+    min_off_s: float = 0.0              # once off, stays off at least this long
+    priority: int = 0                   # higher wins the frame's action; ties: config order
+    update_s: float = 1.0               # `update` events at most this often while holding
+
+    @property
+    def tracked(self) -> bool:
+        """Whether the rule needs object identities across frames."""
+        return self.crosses is not None or self.dwell_s > 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """ByteTrack-style association ([tracker]); on only when a rule needs identities."""
+
+    high_score: float = 0.5             # detections above this open and first claim tracks
+    match_iou: float = 0.3              # first pass: high-score detections to every track
+    low_iou: float = 0.5                # second pass: low-score detections to tracks still unmatched
+    confirm_hits: int = 2               # a new track gets its id after this many hits in a row
+    lost_s: float = 1.0                 # a track unseen this long (media time, observed frames) ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,5 +253,6 @@ class Config:
     zones: tuple[Zone, ...] = ()
     lines: tuple[Line, ...] = ()
     rules: tuple[Rule, ...] = ()
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     outputs: tuple[OutputConfig, ...] = ()
     service: ServiceConfig = field(default_factory=ServiceConfig)

@@ -1,29 +1,40 @@
-"""Zones in frame pixels and the anchor point of a box that must lie inside them."""
+"""Zones and lines in frame pixels, and which boxes are in a zone (anchor point or overlap)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from edgert.config.types import Zone
+import numpy as np
+
+from edgert.config.types import Config, Line, Zone
+from edgert.decide import kernels
+from edgert.geometry import clip_area, line_axis  # noqa: F401 (re-exported)
+from edgert.errors import ConfigError
 
 Poly = Sequence[tuple[float, float]]
+
+
+def _scale(points: Poly, fractional: bool, frame_hw: tuple[int, int]) -> tuple[tuple[float, float], ...]:
+    h, w = frame_hw
+    return tuple((x * w, y * h) for x, y in points) if fractional else tuple(points)
 
 
 class ZoneGeometry:
     """A zone's polygon resolved to pixels for one frame size (fractions scale with the frame)."""
 
-    def __init__(self, zone: Zone) -> None:
+    def __init__(self, zone: Zone, kernels_impl: str = "numba") -> None:
         self.zone = zone
         self._hw: tuple[int, int] | None = None
         self._poly: Poly = zone.polygon
+        self._arr = np.asarray(zone.polygon, np.float64)
+        self._pip = (kernels.points_in_polygon if kernels_impl == "numba"
+                     else kernels.points_in_polygon_ref)
 
     def _resolve(self, frame_hw: tuple[int, int]) -> Poly:
         if self._hw != frame_hw:
-            h, w = frame_hw
-            poly = self.zone.polygon
-            if self.zone.fractional:
-                poly = tuple((x * w, y * h) for x, y in poly)
-            self._hw, self._poly = frame_hw, poly
+            self._poly = _scale(self.zone.polygon, self.zone.fractional, frame_hw)
+            self._arr = np.ascontiguousarray(self._poly, np.float64)
+            self._hw = frame_hw
         return self._poly
 
     def pixels(self, frame_hw: tuple[int, int]) -> Poly:
@@ -37,22 +48,56 @@ class ZoneGeometry:
         return x, y
 
     def inside(self, box: Sequence[float], frame_hw: tuple[int, int]) -> bool:
-        """Whether the box's anchor lies in the zone at this frame size."""
-        return point_in_polygon(self.anchor(box), self._resolve(frame_hw))
+        """Whether one box is in the zone at this frame size."""
+        return bool(self.mask(np.asarray([box], np.float64), frame_hw, np.ones(1, np.bool_))[0])
+
+    def mask(self, boxes: np.ndarray, frame_hw: tuple[int, int], want: np.ndarray) -> np.ndarray:
+        """(N,) which boxes are in the zone; only rows in `want` are looked at (overlap costs)."""
+        self._resolve(frame_hw)
+        n = len(boxes)
+        out = np.zeros(n, np.bool_)
+        if not n:
+            return out
+        if self.zone.anchor == "overlap":
+            for i in np.flatnonzero(want):
+                b = boxes[i]
+                area = (b[2] - b[0]) * (b[3] - b[1])
+                out[i] = area > 0 and clip_area(self._poly, b) >= self.zone.overlap * area
+            return out
+        pts = np.empty((n, 2), np.float64)
+        pts[:, 0] = (boxes[:, 0] + boxes[:, 2]) * 0.5
+        pts[:, 1] = boxes[:, 3] if self.zone.anchor == "bottom_center" else (boxes[:, 1] + boxes[:, 3]) * 0.5
+        self._pip(pts, self._arr, out)
+        return out
 
 
-def point_in_polygon(pt: tuple[float, float], poly: Poly) -> bool:
-    """Even-odd rule; a point on an edge counts as inside (hand-drawn zones have fuzzy edges)."""
-    px, py = pt
-    inside = False
-    n = len(poly)
-    for i in range(n):
-        x1, y1 = poly[i]
-        x2, y2 = poly[(i + 1) % n]
-        cross = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
-        if (abs(cross) <= 1e-9 * max(1.0, abs(x2 - x1) + abs(y2 - y1))
-                and min(x1, x2) <= px <= max(x1, x2) and min(y1, y2) <= py <= max(y1, y2)):
-            return True
-        if (y1 > py) != (y2 > py) and px < x1 + (py - y1) * (x2 - x1) / (y2 - y1):
-            inside = not inside
-    return inside
+class LineGeometry:
+    """A line in pixels, and the image direction a crossing of it has (by its normal)."""
+
+    def __init__(self, line: Line) -> None:
+        self.line = line
+        self._hw: tuple[int, int] | None = None
+
+    def resolve(self, frame_hw: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:
+        if self._hw != frame_hw:
+            self._p = _scale((self.line.p1, self.line.p2), self.line.fractional, frame_hw)
+            self._hw = frame_hw
+        return self._p[0], self._p[1]
+
+
+def check_frame(cfg: Config, frame_hw: tuple[int, int]) -> None:
+    """Pixel zones and lines must lie in the frame; its size is known only at warm-up."""
+    h, w = frame_hw
+    items = [("zones", i, z.name, z.polygon, z.units) for i, z in enumerate(cfg.zones)]
+    items += [("lines", i, ln.name, (ln.p1, ln.p2), ln.units) for i, ln in enumerate(cfg.lines)]
+    for kind, i, name, points, units in items:
+        if units != "pixels":
+            continue
+        for x, y in points:
+            if x > w or y > h:
+                key = "polygon" if kind == "zones" else "p1/p2"
+                raise ConfigError(str(cfg.file), f"{kind}[{i}].{key}",
+                                  f"of {kind[:-1]} {name!r} has the point [{x:g}, {y:g}], outside "
+                                  f"the source's {w}x{h} frame",
+                                  f"give pixels within {w}x{h}, or fractions with units = "
+                                  '"fraction"')

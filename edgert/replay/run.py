@@ -94,7 +94,8 @@ def replay_file(cfg: Config, rec: Recording, folder: Path, stop: threading.Event
     decisions = read_decisions(part)
     s = summary.as_dict()
     written = sum(o.get("written", 0) for o in s.get("outputs", {}).values())
-    if written != summary.records or len(decisions) != summary.records:
+    # Events share the file: the outputs count them as written too.
+    if written != summary.records + rt.event_seq or len(decisions) != summary.records:
         raise EdgertError(f"{part}: {summary.records} decisions were made but {len(decisions)} "
                           "reached the file; the disk may be full")
     frames_read = int(src_stats.get("frames", 0))
