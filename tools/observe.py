@@ -29,8 +29,9 @@ import numpy as np
 class Observed:
     """Records as they arrived, with the observer's receive time (Unix seconds)."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)   # decisions only
     received: list[float] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
     stderr: str = ""
     returncode: int | None = None
     realtime: bool = False
@@ -80,7 +81,11 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
         for line in proc.stdout:   # type: ignore[union-attr]
             got = clock()
             if line.startswith(b"{"):
-                obs.records.append(json.loads(line))
+                rec = json.loads(line)
+                if rec.get("schema") != "edgert.decision/1":
+                    obs.events.append(rec)   # rule events interleave; they carry no deadline
+                    continue
+                obs.records.append(rec)
                 obs.received.append(got)
                 if records is not None and len(obs.records) >= records:
                     done.set()

@@ -102,6 +102,16 @@ def main() -> int:
                     "max": round(float(late_fs.max()), 3)} if late_fs.size else {},
                 "edgert_summary": {k: s.get(k) for k in ("records", "ok", "fail_safe", "late_ok",
                                                          "misses", "sender", "guard")},
+                "missing_seqs": sorted(set(range(1, max(seqs, default=0) + 1)) - set(seqs))[:20],
+                # The latest fail-safes: the herald's own lateness (late_ms) against what the
+                # observer saw, to tell a late herald from a slow way to the reader.
+                "latest_fail_safes": sorted(
+                    ({"seq": r["seq"], "cause": r.get("cause"), "stage": r.get("stage"),
+                      "herald_late_ms": r.get("late_ms"),
+                      "observed_late_ms": round((got - r["captured_at"]
+                                                 - r["deadline_ms"] / 1e3) * 1e3, 3)}
+                     for r, got in zip(obs.records, obs.received) if r["status"] != "ok"),
+                    key=lambda x: -x["observed_late_ms"])[:8],
                 # What the busy processes still got (cores' worth): the cost to other work.
                 "hogs_cpu_cores": round(hog_share, 3),
                 "returncode": obs.returncode,
