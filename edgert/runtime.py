@@ -64,6 +64,7 @@ class Runtime:
         self._ready_at = -float("inf")
         self._warm_hw: tuple[int, ...] = ()
         self.loop_priority = "normal"
+        self.workers: set[int] = set()   # onnxruntime's pool threads, when build() saw them made
         self._stand_in = False   # warmed up on a made-up frame: the first real one may differ
         self._herald_stats: dict[str, Any] = {}
         self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
@@ -82,13 +83,17 @@ class Runtime:
         # The sender opens the outputs while the model loads; its mistakes come back at ready.
         herald = SenderProcess.spawn(cfg, run_id, realtime=cfg.runtime.guard_priority == "realtime")
         try:
+            before = _threads()
             rungs, info = build_rungs(cfg, clock)
+            workers = _threads() - before   # onnxruntime's thread pools, made with the sessions
             source = open_source(cfg.source, clock)
             herald.wait_ready()
         except BaseException:
             herald.close()
             raise
-        return cls(cfg, source, rungs, info, herald, clock=clock, run_id=run_id, watch=watch)
+        rt = cls(cfg, source, rungs, info, herald, clock=clock, run_id=run_id, watch=watch)
+        rt.workers = workers
+        return rt
 
     @classmethod
     def local(cls, cfg: Config, outputs: list, *, source: FrameSource | None = None,
@@ -310,7 +315,8 @@ class Runtime:
         # Before the source starts, so its grabber thread inherits it. Only where deadlines are
         # enforced: a replay or bench gains nothing by pushing other work aside.
         self.loop_priority = ("realtime" if self.enforce_budget and
-                              self.cfg.runtime.loop_priority == "realtime" and _loop_realtime()
+                              self.cfg.runtime.loop_priority == "realtime" and
+                              _loop_realtime(set() if self.cfg.runtime.spin_wait else self.workers)
                               else "normal")
         try:
             pending = self.start(stop)
@@ -398,15 +404,31 @@ class Runtime:
         self.notifier.close()
 
 
-def _loop_realtime() -> bool:
-    """The loop's thread, and the grabber threads it starts, at SCHED_FIFO (below the guard and
-    the sender): an ordinary process can then no longer keep the loop from a frame, nor hold
-    the GIL the loop needs by preempting a thread of ours that holds it."""
+def _threads() -> set[int]:
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(LOOP_RT_PRIORITY))
-        return True
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _loop_realtime(workers: set[int]) -> bool:
+    """The loop's thread, the grabber threads it starts and onnxruntime's pool threads at
+    SCHED_FIFO (below the guard and the sender): an ordinary process can then no longer keep
+    the loop from a frame, hold the GIL the loop needs by preempting a thread of ours that
+    holds it, or stall an operator (and so a stop at the deadline, checked between operators)
+    by preempting the worker that has the other half of it. Pool threads that spin-wait
+    (`runtime.spin_wait`) are left alone: spinning at real-time priority would take a core."""
+    param = os.sched_param(LOOP_RT_PRIORITY)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, param)
     except (AttributeError, PermissionError, OSError):   # said once, in the ready line
         return False
+    for tid in workers:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+        except OSError:   # gone already
+            pass
+    return True
 
 
 def _stats_dict(stats: object) -> dict[str, Any]:
