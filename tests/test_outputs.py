@@ -67,18 +67,37 @@ def test_a_reader_that_stops_reading_never_holds_the_sender() -> None:
     out.close(timeout=5)
 
 
-def test_an_ok_that_waited_past_its_deadline_is_dropped_not_written_late(tmp_path: Path) -> None:
+def test_an_ok_that_waited_past_its_deadline_gives_way_to_the_policy_record(
+        tmp_path: Path) -> None:
     clock = ManualClock()
     out = jsonl_output(tmp_path / "d.jsonl", clock)
     out.send(post(1, not_after=clock.now() + 0.05))
     wait_until(lambda: out.stats()["written"] == 1, what="the first line")
     clock.advance(0.1)
-    out.send(post(2, not_after=clock.now() - 0.001))                       # stale ok
-    out.send(post(3, status="fail_safe", not_after=clock.now() - 0.001))   # not an ok: written
+    stale = post(2, not_after=clock.now() - 0.001)
+    instead = post(2, status="fail_safe")
+    out.send(Post(**{**{f: getattr(stale, f) for f in stale.__slots__}, "fallback": instead}))
+    out.send(post(3, not_after=clock.now() - 0.001))                       # stale, no fallback
+    out.send(post(4, status="fail_safe", not_after=clock.now() - 0.001))   # not an ok: written
     out.close()
-    lines = (tmp_path / "d.jsonl").read_text().splitlines()
-    assert [json.loads(x)["seq"] for x in lines] == [1, 3]
-    assert out.stats()["stale"] == 1
+    lines = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == [1, 2, 4]
+    assert lines[1] == json.loads(instead.line)   # never the late ok itself
+    assert out.stats()["stale"] == 2
+
+
+def test_the_herald_gives_every_ok_its_policy_record_as_a_fallback() -> None:
+    from test_herald import Collect, arm, make, offer
+
+    clock, collected, herald = make()
+    arm(herald, clock, 1)
+    clock.advance(0.010)
+    herald.offer(offer(1))
+    fallback = collected.posts[0].fallback
+    assert fallback is not None and fallback.seq == 1 and fallback.status == "fail_safe"
+    rec = json.loads(fallback.line)
+    assert rec["cause"] == "deadline" and rec["stage"] == "publish" and rec["action"] == "stop"
+    del Collect
 
 
 def test_a_full_disk_is_counted_per_record_and_the_file_holds_only_whole_lines(

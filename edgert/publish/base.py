@@ -31,6 +31,7 @@ class Post:
     captured_at: float   # Unix seconds
     not_after: float = INF   # an `ok` decision: the monotonic instant after which it is stale
     source_id: str | None = None
+    fallback: Post | None = None   # an `ok`: what to deliver instead once it is stale
 
 
 class Output(Protocol):

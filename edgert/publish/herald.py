@@ -124,8 +124,12 @@ class Herald:
         now, cpu0 = clock.now(), clock.cpu()
         if now + self.expected_send_s + self.margin_s >= a.deadline_at:
             return self._policy(a, "predicted", "publish", self._progress(a, None), now)
+        # What an output writes instead if the ok waited in its queue past the deadline: the
+        # policy's record, as the herald would have sent it at the deadline (no gap in seq).
+        fallback = (self._policy_post(a, "deadline", "publish", self._progress(a, None),
+                                      a.deadline_at) if a.deadline_at != INF else None)
         post = Post("decision", offer.line, a.seq, a.frame_id, "ok", offer.action, a.captured_at,
-                    a.deadline_at, a.source_id)
+                    a.deadline_at, a.source_id, fallback)
         self.publisher.publish(post)
         self._open = False
         self._held = (a.seq, offer.action, offer.rule, a.media_s)
@@ -174,6 +178,17 @@ class Herald:
 
     def _policy(self, a: Armed, cause: str, stage: str, latency_ms: dict[str, float],
                 now: float, late_s: float | None = None, error: str | None = None) -> str:
+        post = self._policy_post(a, cause, stage, latency_ms, now, late_s, error)
+        self.publisher.publish(post)
+        self._open = False
+        self.outcomes.append(Outcome(a.seq, post.status, post.action, cause, stage,
+                                     round(late_s * 1e3, 3) if late_s is not None else None))
+        return post.status
+
+    def _policy_post(self, a: Armed, cause: str, stage: str, latency_ms: dict[str, float],
+                     now: float, late_s: float | None = None,
+                     error: str | None = None) -> Post:
+        """The overrun policy's record for `a` as decided at `now` (nothing is sent here)."""
         rt = self.cfg.runtime
         rule: str | None = None
         held_seq: int | None = None
@@ -205,11 +220,8 @@ class Herald:
                     held_age, expired, a.source_id),
             Timing(a.captured_at, a.captured_at + (now - a.arrival_s), self.cfg.runtime.budget_ms,
                    lat, late_ms))
-        self.publisher.publish(Post("decision", encode(decision), a.seq, a.frame_id, status,
-                                    action, a.captured_at, INF, a.source_id))
-        self._open = False
-        self.outcomes.append(Outcome(a.seq, status, action, cause, stage, late_ms))
-        return status
+        return Post("decision", encode(decision), a.seq, a.frame_id, status, action,
+                    a.captured_at, INF, a.source_id)
 
     def _learn(self, seconds: float) -> None:
         self._costs[self._n % len(self._costs)] = seconds

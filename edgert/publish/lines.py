@@ -3,7 +3,8 @@
 A reader that stops reading fills the pipe; a full disk refuses the write. Either way the
 writer, not the publisher, is the one that waits or fails: the queue in front of it is bounded
 (the oldest line makes room, counted), an `ok` decision that waited past its deadline is
-dropped rather than written late (counted), a failed line is counted and dropped — and a line
+replaced by the overrun policy's record for its frame rather than written late (counted as
+stale), a failed line is counted and dropped — and a line
 is written whole or not at all: a partial line in a file is cut off again.
 """
 
@@ -89,7 +90,9 @@ class LineWriter:
             if post.status == "ok" and self._clock.now() >= post.not_after:
                 with self._cond:
                     self.stale += 1
-                continue
+                if post.fallback is None:
+                    continue
+                post = post.fallback   # the policy's record for that seq: never a gap
             self._write(post.line + b"\n")
 
     def _write(self, data: bytes) -> None:

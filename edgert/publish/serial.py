@@ -88,18 +88,22 @@ class SerialOutput:
         if post.kind != "decision":   # the serial frame carries decisions only
             return
         status, seq, frame_id = post.status, post.seq, post.frame_id
-        data = encode(SerialFrame(DECISION, seq, STATUS_CODES.get(status, OTHER_STATUS),
-                                  post.action, frame_id, round(post.captured_at * 1e3),
-                                  self._flags))
+        data = self._decision_frame(post)
+        fallback = self._decision_frame(post.fallback) if post.fallback is not None else None
         with self._lock:
             self._last = (seq, frame_id)
-            self.link.put(Outgoing(DECISION, seq, data, self.cfg.ack, post.not_after))
+            self.link.put(Outgoing(DECISION, seq, data, self.cfg.ack, post.not_after, fallback))
             if status == "ok":
                 self._streak, self._latched = 0, 0
                 return
             self._streak += 1
             if self._streak == self.cfg.miss_streak:
                 self.link.put(self._safe_frame("misses"))
+
+    def _decision_frame(self, post: Post) -> bytes:
+        return encode(SerialFrame(DECISION, post.seq, STATUS_CODES.get(post.status, OTHER_STATUS),
+                                  post.action, post.frame_id, round(post.captured_at * 1e3),
+                                  self._flags))
 
     def safe_state(self, reason: str) -> None:
         """Tell the actuator to go to its safe state (`reason`: source_lost, …). A repeat with

@@ -34,7 +34,8 @@ class Outgoing:
     seq: int
     data: bytes      # encoded, delimiter included
     ack: bool        # wait for the actuator's ack, resend without one
-    not_after: float = float("inf")   # an `ok` decision is not sent once this instant passed
+    not_after: float = float("inf")   # an `ok` decision is not sent once this instant passed …
+    fallback: bytes | None = None     # … but this frame (the policy's decision) instead
 
 
 class Link:
@@ -154,7 +155,9 @@ class Link:
     def _deliver(self, item: Outgoing) -> None:
         if monotonic() >= item.not_after:   # an `ok` that waited past its deadline: not sent
             self.stale += 1
-            return
+            if item.fallback is None:
+                return
+            item = Outgoing(item.type, item.seq, item.fallback, item.ack)
         attempts = 1 + (self.cfg.ack_retries if item.ack else 0)
         written = False
         for attempt in range(attempts):
