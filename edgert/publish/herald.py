@@ -128,8 +128,10 @@ class Herald:
         # policy's record, as the herald would have sent it at the deadline (no gap in seq).
         fallback = (self._policy_post(a, "deadline", "publish", self._progress(a, None),
                                       a.deadline_at) if a.deadline_at != INF else None)
+        # An output writes the ok only with the same margin left that the claim needed: the
+        # reader must still be woken before the deadline.
         post = Post("decision", offer.line, a.seq, a.frame_id, "ok", offer.action, a.captured_at,
-                    a.deadline_at, a.source_id, fallback)
+                    a.deadline_at - self.margin_s, a.source_id, fallback)
         self.publisher.publish(post)
         self._open = False
         self._held = (a.seq, offer.action, offer.rule, a.media_s)
