@@ -87,10 +87,6 @@ class Guard:
             if self._until > ticket.deadline.at:
                 self._cond.notify()
 
-    def disarm(self) -> None:
-        with self._cond:
-            self._armed = None
-
     def _set_priority(self) -> None:
         if not self._want_realtime or not hasattr(os, "sched_setscheduler"):
             return
