@@ -94,6 +94,13 @@ class _RuleState:
             return t - self.raw_since >= self.rule.debounce_s
         return sum(self.window) >= self.k
 
+    def end(self, t: float) -> None:
+        """The rule stops being evaluated (the run ends, a reload removed it): its events end."""
+        if self.tracks is not None:
+            self.tracks.close(t)
+        elif self.line is None:
+            self.events.rule_state(self.rule, False, t, None)
+
     def hold(self, want: bool, t: float) -> bool:
         """Minimum on and off times: a switch waits until the current state has lasted."""
         r = self.rule
@@ -119,6 +126,33 @@ class RuleEngine:
         self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
         needs = any(r.tracked for r in rules)
         self.tracker = Tracker(tracker or TrackerConfig(), kernels) if needs else None
+
+    def adopt(self, old: RuleEngine, t: float, keep_tracks: bool = True) -> None:
+        """After a reload, carry on from `old` (a fresh engine's state is empty): its open
+        events and their numbering; the state of every rule whose definition, zone and line
+        are unchanged (debounce, hold, dwell, line counts); the tracker when its settings are
+        unchanged and `keep_tracks` (the same model). A rule that is gone or changed ends its
+        open events at `t`; they go out with the next frame's."""
+        self.events = old.events
+        before = {st.rule.name: st for st in old._rules}
+        same_tracks = (keep_tracks and old.tracker is not None and self.tracker is not None
+                       and self._args[3] == old._args[3])
+        for i, st in enumerate(self._rules):
+            prev = before.get(st.rule.name)
+            if prev is not None and prev.rule == st.rule and _geometry(prev) == _geometry(st) \
+                    and (same_tracks or not st.rule.tracked):
+                del before[st.rule.name]
+                prev.order = st.order
+                self._rules[i] = prev
+            else:
+                st.events = self.events
+                if st.tracks is not None:
+                    st.tracks.events = self.events
+        for gone in before.values():
+            gone.end(t)
+        self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
+        if same_tracks:
+            self.tracker = old.tracker
 
     def fresh(self) -> RuleEngine:
         """A new engine with the same rules: for warm-up, which must not touch this one's state."""
@@ -176,8 +210,9 @@ class RuleEngine:
     def close(self, t: float) -> tuple[EventDraft, ...]:
         """The run ends: every open event ends."""
         for st in self._rules:
-            if st.tracks is not None:
-                st.tracks.close(t)
-            elif st.line is None:
-                self.events.rule_state(st.rule, False, t, None)
+            st.end(t)
         return self.events.take()
+
+
+def _geometry(st: _RuleState) -> tuple:
+    return (st.zone.zone if st.zone else None, st.line.geo.line if st.line else None)
