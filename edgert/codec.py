@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from edgert.records import (SCHEMA_DECISION, SCHEMA_EVENT, SCHEMA_METRICS, SCHEMA_STATUS,
-                            Decision, Det, Event, Metrics, Status, Timing, Verdict)
+                            Attr, Decision, Det, Event, Metrics, Status, Timing, Verdict)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -41,11 +41,31 @@ def decision_dict(d: Decision) -> dict[str, Any]:
 
 def _det(x: Det) -> dict[str, Any]:
     if x.box is None:
-        return {"label": x.label, "class_id": x.class_id, "score": x.score}
-    if x.track_id is not None:
-        return {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box),
-                "track_id": x.track_id}
-    return {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box)}
+        d = {"label": x.label, "class_id": x.class_id, "score": x.score}
+    elif x.track_id is not None:
+        d = {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box),
+             "track_id": x.track_id}
+    else:
+        d = {"label": x.label, "class_id": x.class_id, "score": x.score, "box": list(x.box)}
+    if x.keypoints is not None:
+        d["keypoints"] = x.keypoints   # tuples of (x, y, score): JSON arrays as they are
+    if x.attributes is not None:
+        d["attributes"] = {name: {"label": a.label, "class_id": a.class_id, "score": a.score}
+                           for name, a in x.attributes.items()}
+    return d
+
+
+def _det_from(d: dict[str, Any]) -> Det:
+    kps = d.get("keypoints")
+    attrs = d.get("attributes")
+    return Det(d["label"], int(d["class_id"]), float(d["score"]),
+               tuple(d["box"]) if "box" in d else None, d.get("track_id"),
+               None if kps is None else tuple(
+                   (float(p[0]), float(p[1]), None if p[2] is None else float(p[2]))
+                   for p in kps),
+               None if attrs is None else {
+                   name: Attr(a["label"], int(a["class_id"]), float(a["score"]))
+                   for name, a in attrs.items()})
 
 
 def event_dict(e: Event) -> dict[str, Any]:
@@ -87,9 +107,7 @@ def decode_decision(rec: dict[str, Any]) -> Decision:
     TypeError when a required field is missing or of the wrong kind."""
     if rec.get("schema") != SCHEMA_DECISION:
         raise TypeError(f"schema is {rec.get('schema')!r}, not {SCHEMA_DECISION!r}")
-    dets = tuple(Det(d["label"], int(d["class_id"]), float(d["score"]),
-                     tuple(d["box"]) if "box" in d else None, d.get("track_id"))
-                 for d in rec["detections"])
+    dets = tuple(_det_from(d) for d in rec["detections"])
     verdict = Verdict(frame_id=int(rec["frame_id"]), status=rec["status"], action=rec["action"],
                       rule=rec.get("rule"), detections=dets, cause=rec.get("cause"),
                       stage=rec.get("stage"), error=rec.get("error"), rung=rec.get("rung"),

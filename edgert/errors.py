@@ -27,6 +27,10 @@ class ModelError(UsageError):
     """A model file is unusable (not ONNX, wrong shape, no output a decoder can read)."""
 
 
+class DecoderError(ModelError):
+    """A decoder's result breaks the decoder contract: counted per frame, fatal at warm-up."""
+
+
 class SourceError(EdgertError):
     """A frame source failed; live sources retry, so the loop usually only counts these."""
 

@@ -9,7 +9,6 @@ import numpy as np
 from edgert.records import Det
 
 
-
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One captured image, where it is from, and when: in the video and on this machine.
@@ -46,11 +45,15 @@ class Detections:
     class_ids: np.ndarray   # (N,) int32
     labels: tuple[str, ...]  # label names indexed by class id
     track_ids: np.ndarray | None = None   # (N,) int64 where tracking is on; -1: no track (yet)
+    keypoints: np.ndarray | None = None   # (N, K, 2 or 3) float32 x, y[, score] where given
 
     def __post_init__(self) -> None:
         n = self.scores.shape[0]
         if self.track_ids is not None and self.track_ids.shape != (n,):
             raise ValueError(f"track_ids: expected ({n},), got {self.track_ids.shape}")
+        kp = self.keypoints
+        if kp is not None and (kp.ndim != 3 or kp.shape[0] != n or kp.shape[2] not in (2, 3)):
+            raise ValueError(f"keypoints: expected ({n}, K, 2) or ({n}, K, 3), got {kp.shape}")
         if self.scores.ndim != 1:
             raise ValueError(f"scores: expected (N,), got {self.scores.shape}")
         if self.class_ids.shape != (n,):
@@ -71,8 +74,7 @@ class Detections:
         return self.boxes.shape[1] == 4
 
     def label(self, i: int) -> str:
-        c = int(self.class_ids[i])
-        return self.labels[c] if 0 <= c < len(self.labels) else str(c)
+        return label_of(int(self.class_ids[i]), self.labels)
 
     def to_dets(self) -> tuple[Det, ...]:
         """As record values. Whole arrays go to Python at once: per-element numpy scalars
@@ -81,12 +83,32 @@ class Detections:
         scores = self.scores.astype(np.float64).round(4).tolist()
         labels, n = self.labels, len(self.labels)
         if not self.has_boxes:
-            return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i])
+            return tuple(Det(labels[c] if 0 <= c < n else label_of(c, labels), c, scores[i])
                          for i, c in enumerate(ids))
         boxes = self.boxes.astype(np.float64).round(1).tolist()
+        if self.keypoints is not None:
+            return self._with_keypoints(ids, scores, boxes)
         if self.track_ids is not None:
             tids = [t if t >= 0 else None for t in self.track_ids.tolist()]
-            return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i], tuple(boxes[i]),
-                             tids[i]) for i, c in enumerate(ids))
-        return tuple(Det(labels[c] if 0 <= c < n else str(c), c, scores[i], tuple(boxes[i]))
+            return tuple(Det(labels[c] if 0 <= c < n else label_of(c, labels), c, scores[i],
+                             tuple(boxes[i]), tids[i]) for i, c in enumerate(ids))
+        return tuple(Det(labels[c] if 0 <= c < n else label_of(c, labels), c, scores[i],
+                         tuple(boxes[i])) for i, c in enumerate(ids))
+
+    def _with_keypoints(self, ids: list[int], scores: list[float],
+                        boxes: list[list[float]]) -> tuple[Det, ...]:
+        """Keypoints as (x, y, score) tuples; score None where the decoder gave only x, y."""
+        kp = self.keypoints
+        xy = kp[..., :2].astype(np.float64).round(1).tolist()
+        ks = (kp[..., 2].astype(np.float64).round(4).tolist() if kp.shape[2] == 3
+              else [[None] * kp.shape[1]] * kp.shape[0])
+        tids = ([t if t >= 0 else None for t in self.track_ids.tolist()]
+                if self.track_ids is not None else [None] * len(ids))
+        return tuple(Det(label_of(c, self.labels), c, scores[i], tuple(boxes[i]), tids[i],
+                         tuple((p[0], p[1], s) for p, s in zip(xy[i], ks[i])))
                      for i, c in enumerate(ids))
+
+
+def label_of(class_id: int, labels: tuple[str, ...]) -> str:
+    """A class's name, or its number where the labels do not name it."""
+    return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)

@@ -19,14 +19,30 @@ STAGES = ("capture", "preprocess", "infer", "postprocess", "decide")
 NO_ACTION = "none"
 
 
+class Attr(NamedTuple):
+    """What a secondary model said about one detection (the record's `attributes` values)."""
+
+    label: str
+    class_id: int
+    score: float
+
+
+Keypoint = tuple[float, float, float | None]   # x, y in frame pixels; score None: not given
+
+
 class Det(NamedTuple):
-    """One detection in frame pixels (`box` is None for a classification)."""
+    """One detection in frame pixels (`box` is None for a classification).
+
+    New fields go last with a default: positional constructions elsewhere keep working.
+    """
 
     label: str
     class_id: int
     score: float
     box: tuple[float, float, float, float] | None = None
     track_id: int | None = None       # where tracking is on and the object's track is confirmed
+    keypoints: tuple[Keypoint, ...] | None = None   # where the decoder gives them
+    attributes: Mapping[str, Attr] | None = None    # secondary model name → its result
 
 
 @dataclass(frozen=True, slots=True)

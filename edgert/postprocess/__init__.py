@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from edgert.postprocess.base import Decoder
 from edgert.postprocess.families import make_decoder
-from edgert.postprocess.user import DecodeContext
+from edgert.postprocess.user import DecodeContext, DecodeResult
 
 if TYPE_CHECKING:
     from edgert.postprocess.kernels import YoloV8Kernel
 
-__all__ = ["Decoder", "DecodeContext", "make_decoder", "YoloV8Kernel"]
+__all__ = ["Decoder", "DecodeContext", "DecodeResult", "make_decoder", "YoloV8Kernel"]
 
 
 def __getattr__(name: str) -> object:

@@ -21,8 +21,10 @@ class Decoder(Protocol):
 
 
 def finish(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: tuple[str, ...],
-           transform: Transform, iou: float, max_det: int, nms: bool = True) -> Detections:
-    """Candidates in input pixels (x1, y1, x2, y2) → NMS → frame pixels, highest score first."""
+           transform: Transform, iou: float, max_det: int, nms: bool = True,
+           keypoints: np.ndarray | None = None) -> Detections:
+    """Candidates in input pixels (x1, y1, x2, y2) → NMS → frame pixels, highest score first.
+    `keypoints` (N, K, 2 or 3) follow their boxes through the same selection and mapping."""
     if scores.shape[0] == 0:
         return Detections.empty(labels)
     boxes = np.ascontiguousarray(boxes, np.float32)
@@ -34,7 +36,10 @@ def finish(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels:
         keep = np.argsort(-scores, kind="stable")[:max_det]
     boxes = boxes[keep]
     transform.to_frame(boxes)
-    return Detections(boxes, scores[keep], class_ids[keep], labels)
+    if keypoints is not None:
+        keypoints = keypoints[keep]              # a copy: mapping it leaves the caller's alone
+        transform.points_to_frame(keypoints[..., :2])
+    return Detections(boxes, scores[keep], class_ids[keep], labels, keypoints=keypoints)
 
 
 def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:

@@ -83,4 +83,4 @@ def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int],
     # Anything else was checked at config load to be an importable "module:function".
     labels = cfg.labels or info.names or ()
     ctx = DecodeContext(input_hw, info.output_names, labels, cfg.conf, dict(info.metadata))
-    return UserDecoder(load_callable(fam), ctx, cfg.iou, cfg.max_det)
+    return UserDecoder(load_callable(fam), ctx, cfg.iou, cfg.max_det, fam)

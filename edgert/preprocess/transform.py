@@ -24,15 +24,23 @@ class Transform:
 
     def to_frame(self, boxes: np.ndarray) -> None:
         """Map (N, 4) x1, y1, x2, y2 boxes from input pixels to frame pixels, in place, clipped."""
+        self._map(boxes[:, 0::2], boxes[:, 1::2])
+
+    def points_to_frame(self, points: np.ndarray) -> None:
+        """Map (..., 2) x, y points (keypoints) as `to_frame` maps box corners, in place."""
+        self._map(points[..., 0], points[..., 1])
+
+    def _map(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Views of x and y coordinates: one mapping for box corners and keypoints alike."""
         sx, sy = self.scale_xy
-        boxes[:, 0::2] -= self.pad_xy[0]
-        boxes[:, 1::2] -= self.pad_xy[1]
-        boxes[:, 0::2] /= sx
-        boxes[:, 1::2] /= sy
-        boxes[:, 0::2] += self.crop[0]
-        boxes[:, 1::2] += self.crop[1]
-        np.clip(boxes[:, 0::2], 0, self.frame_hw[1], out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, self.frame_hw[0], out=boxes[:, 1::2])
+        xs -= self.pad_xy[0]
+        ys -= self.pad_xy[1]
+        xs /= sx
+        ys /= sy
+        xs += self.crop[0]
+        ys += self.crop[1]
+        np.clip(xs, 0, self.frame_hw[1], out=xs)
+        np.clip(ys, 0, self.frame_hw[0], out=ys)
 
 
 def plan_transform(frame_hw: tuple[int, int], input_hw: tuple[int, int], resize: str,

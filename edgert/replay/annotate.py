@@ -65,6 +65,8 @@ class Annotator:
             cv2.rectangle(img, (x1, y1), (x2, y2), GREEN, 2)
             cv2.putText(img, f"{d.label} {d.score:.2f}", (x1, max(12, y1 - 4)), FONT, 0.45,
                         GREEN, 1, cv2.LINE_AA)
+            for x, y, _ in d.keypoints or ():
+                cv2.circle(img, (int(round(x)), int(round(y))), 3, AMBER, -1, cv2.LINE_AA)
         budget = self.cfg.runtime.budget_ms
         over = s.latency_ms > budget or s.status != "ok"
         banner = (f"frame {s.frame_id}  {s.status}  action {s.action}  "

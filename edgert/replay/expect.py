@@ -1,9 +1,10 @@
 """--expect: this replay's decisions against a golden decisions.jsonl, content only.
 
-Tolerances: scores within 0.02 absolute, box corners within 2 px. A golden file must survive
-another CPU, another onnxruntime build and another FFmpeg: float reductions in a different
-order move scores in the third decimal and boxes by a fraction of a pixel; anything larger is
-a change in behaviour, not in arithmetic. Timing is never compared.
+Tolerances: scores within 0.02 absolute, box corners and keypoints within 2 px (attributes:
+the same label, the score within 0.02). A golden file must survive another CPU, another
+onnxruntime build and another FFmpeg: float reductions in a different order move scores in
+the third decimal and boxes by a fraction of a pixel; anything larger is a change in
+behaviour, not in arithmetic. Timing is never compared.
 """
 
 from __future__ import annotations
@@ -28,9 +29,34 @@ class Difference:
 def _det_close(a: Det, b: Det) -> bool:
     if a.label != b.label or a.class_id != b.class_id or abs(a.score - b.score) > SCORE_TOL:
         return False
-    if a.box is None or b.box is None:
-        return a.box is None and b.box is None
-    return all(abs(x - y) <= BOX_TOL_PX for x, y in zip(a.box, b.box))
+    if (a.box is None) != (b.box is None) or (a.box is not None and not all(
+            abs(x - y) <= BOX_TOL_PX for x, y in zip(a.box, b.box))):
+        return False
+    return _keypoints_close(a, b) and _attributes_close(a, b)
+
+
+def _keypoints_close(a: Det, b: Det) -> bool:
+    """Keypoints as boxes: x, y within the box tolerance, scores within the score tolerance."""
+    if a.keypoints is None or b.keypoints is None:
+        return a.keypoints is None and b.keypoints is None
+    if len(a.keypoints) != len(b.keypoints):
+        return False
+    for (x1, y1, s1), (x2, y2, s2) in zip(a.keypoints, b.keypoints):
+        if abs(x1 - x2) > BOX_TOL_PX or abs(y1 - y2) > BOX_TOL_PX:
+            return False
+        if (s1 is None) != (s2 is None) or (s1 is not None and abs(s1 - s2) > SCORE_TOL):
+            return False
+    return True
+
+
+def _attributes_close(a: Det, b: Det) -> bool:
+    if a.attributes is None or b.attributes is None:
+        return a.attributes is None and b.attributes is None
+    if a.attributes.keys() != b.attributes.keys():
+        return False
+    return all(x.label == y.label and x.class_id == y.class_id
+               and abs(x.score - y.score) <= SCORE_TOL
+               for x, y in ((a.attributes[k], b.attributes[k]) for k in a.attributes))
 
 
 def _dets_match(a: Sequence[Det], b: Sequence[Det]) -> bool:
@@ -72,6 +98,8 @@ def _lines(v: Verdict | None) -> list[str]:
         head += f" cause={v.cause}@{v.stage}"
     dets = [f"  {d.label} {d.score:.3f} "
             + ("" if d.box is None else "[" + ", ".join(f"{x:.1f}" for x in d.box) + "]")
+            + ("" if d.keypoints is None else f" {len(d.keypoints)} keypoints")
+            + "".join(f" {k}={a.label}" for k, a in (d.attributes or {}).items())
             for d in v.detections]
     return [head, *dets] if dets else [head, "  (no detections)"]
 
