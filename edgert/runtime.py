@@ -235,7 +235,8 @@ class Runtime:
             return
         # The rung's typical inference now (its learned median), not this frame's: one
         # frame's jitter must not decide a climb.
-        infer_s = pipeline.costs.expected("infer") or t.latency_ms.get("infer", 0.0) / 1e3
+        infer_s = (pipeline.costs.expected("infer") or t.latency_ms.get("infer", 0.0) / 1e3) \
+            + pipeline.costs.expected("secondary")
         total_s = (self.clock.now() - t.frame.arrival_s) if ok else 0.0
         switch = ladder.record(not ok, infer_s, total_s)
         if switch is None:
@@ -405,12 +406,23 @@ class Runtime:
         guard = self._guard
         s.extra["guard"] = {"priority": guard.priority if guard else "off",
                             "fired": guard.fired if guard else 0,
-                            "runs_stopped": sum(p.runner.terminated for p in self.rungs)}
+                            "runs_stopped": sum(p.runner.terminated for p in self.rungs)
+                            + sum(r.terminated for r in self._secondary_runners())}
+        if self.pipeline.secondaries:
+            s.extra["secondary"] = {sec.name: {"runs": sec.runs, "crops": sec.crops_run,
+                                               "frames_cut_short": sec.cut_short,
+                                               "errors": sec.errors}
+                                    for sec in self.pipeline.secondaries}
         s.extra["expected_ms"] = {p.name: p.costs.snapshot() for p in self.rungs}
         if self.ladder is not None and self.ladder.top:
             s.extra["ladder"] = {"switches": self.ladder.switches, "rung": self.pipeline.name,
                                  "frames": {p.name: n for p, n in
                                             zip(self.rungs, self.ladder.frames)}}
+
+    def _secondary_runners(self) -> list:
+        p = self.pipeline
+        return [sec.runner for sec in p.secondaries] + \
+            ([s.runner for s in p.user_stage.sessions.values()] if p.user_stage else [])
 
     def close(self) -> None:
         if self._guard is not None:

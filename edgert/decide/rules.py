@@ -79,9 +79,12 @@ class _RuleState:
             m &= self._label_mask(v)
         if v.area is not None and (r.area[0] > 0 or r.area[1] != float("inf")):
             m &= (v.area >= r.area[0]) & (v.area <= r.area[1])
+        if r.attribute is not None:
+            m &= _has_attribute(v.det, *r.attribute)
         if self.zone is not None and v.boxes is not None:
             m = v.in_zone(self.zone, m)
         return m
+
 
     def debounced(self, raw: bool, t: float) -> bool:
         self.window.append(raw)
@@ -216,3 +219,14 @@ class RuleEngine:
 
 def _geometry(st: _RuleState) -> tuple:
     return (st.zone.zone if st.zone else None, st.line.geo.line if st.line else None)
+
+
+def _has_attribute(det: Detections, name: str, label: str) -> np.ndarray:
+    """Per detection: a secondary model `name` ran on it and said `label` (at its conf)."""
+    if det.attributes is None:
+        return np.zeros(len(det), np.bool_)
+    out = np.zeros(len(det), np.bool_)
+    for i, attrs in enumerate(det.attributes):
+        a = attrs.get(name) if attrs is not None else None
+        out[i] = a is not None and a.skipped is None and a.label == label
+    return out
