@@ -37,6 +37,9 @@ color = "rgb"
 scale = 0.00392156862745098
 [runtime]
 budget_ms = 100
+# A looping file at full speed never waits for a frame: at SCHED_FIFO the loop and its
+# onnxruntime pool would take every core from the rest of the board for the whole hour.
+loop_priority = "normal"
 metrics_interval_s = 5
 [fail_safe]
 action = "stop"
