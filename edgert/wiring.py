@@ -74,6 +74,11 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, 
                     cfg.runtime.cost_quantile), info
 
 
+# A secondary run is optional: one predicted to fit should nearly always fit, since one that
+# overruns loses the whole frame where skipping it would have lost only an attribute.
+SECONDARY_QUANTILE = 0.9
+
+
 def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
     """One [[model.secondary]]: its session, crop buffers (a batch where the model takes one)
     and how its outputs become an attribute."""
@@ -108,7 +113,7 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
         read = user_reader(load_callable(sec.model.family), ctx)
     crops = CropPreprocessor(sec.model.input, hw, dtype, batch, sec.padding)
     return SecondaryStage(sec, InferenceRunner(session, info.input_name), crops, read, labels,
-                          batch, cfg.runtime.cost_quantile)
+                          batch, max(cfg.runtime.cost_quantile, SECONDARY_QUANTILE))
 
 
 def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:

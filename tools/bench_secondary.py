@@ -1,7 +1,7 @@
 """The secondary stage's figures (issue 14): MobileNetV2's cost per person crop, one crop per
 run against a batch, side by side; and, with YOLOX-nano persons → MobileNetV2 on the Intel
 video under `edgert run`, the share of frames on which the budget cut the secondary stage
-short at 1.5× the primary's median latency.
+short at 1.5× the primary's median latency, and the frames missed with and without it.
 
     PYTHONPATH=. python3 tools/bench_secondary.py            # needs ../shared/material
 """
@@ -123,19 +123,28 @@ def main() -> int:
         median = statistics.median(r["latency_ms"]["total"] for r in plain)
         budget = round(1.5 * median, 2)
         recs = run(tmp, budget, secondary=True)
+        alone = run(tmp, budget, secondary=False)   # the misses the primary has by itself
     people = [r for r in recs if r["status"] == "ok" and
               any(d["label"] == "person" for d in r["detections"])]
     cut = [r for r in people if any(d.get("attributes", {}).get("clothing", {}).get("skipped")
                                     == "budget" for d in r["detections"])]
     crops = [d["attributes"]["clothing"] for r in people for d in r["detections"]
              if "attributes" in d]
+    misses: dict[str, int] = {}
+    for r in recs:
+        if r["status"] != "ok":
+            key = f'{r.get("cause")}/{r.get("stage")}'
+            misses[key] = misses.get(key, 0) + 1
+    alone_ok = sum(r["status"] == "ok" for r in alone)
     report["at_1.5x"] = {
         "primary_median_ms": round(median, 3), "budget_ms": budget, "frames": len(recs),
         "ok": sum(r["status"] == "ok" for r in recs),
         "ok_frames_with_persons": len(people),
         "cut_short": len(cut), "cut_short_share": round(len(cut) / max(1, len(people)), 4),
         "crops_run": sum("skipped" not in c or c["skipped"] == "low_score" for c in crops),
-        "crops_not_reached": sum(c.get("skipped") == "budget" for c in crops)}
+        "crops_not_reached": sum(c.get("skipped") == "budget" for c in crops),
+        "misses_by_cause_stage": misses,
+        "primary_alone_same_budget_ok": alone_ok}
     print(json.dumps(report, indent=2))
     return 0
 
