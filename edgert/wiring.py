@@ -56,7 +56,7 @@ def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
 def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, name: str,
               key: str) -> tuple[Pipeline, ModelInfo]:
     """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
-    session, info = load_model(model.path, cfg.runtime, str(cfg.file))
+    session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path")
     hw = input_hw(cfg, info, model, key)
     decoder = make_decoder(model, info, hw, cfg.runtime.kernels)
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
@@ -117,7 +117,9 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     frame = Frame(-1, image, 0.0, clock.now())
     board = new_board()
     baseline = []
-    for pipeline in rungs:
+    for n, pipeline in enumerate(rungs):
+        key = "model.input" if n == 0 else f"runtime.ladder.rungs[{n - 1}]"
+        path = info.path if n == 0 else cfg.runtime.ladder.rungs[n - 1].path
         state = pipeline.rules
         pipeline.rules = state.fresh()   # warm-up frames must not touch rule or track state
         infer_ms = []
@@ -130,8 +132,11 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
                                      f"the first inference ({result.error}); fix the decoder "
                                      "or the family")
                 if result.error:
-                    raise ModelError(f"{info.path}: the first inference failed ({result.error}); "
-                                     "check the model and model.input")
+                    fed = getattr(pipeline.preprocess, "tensor", None)   # both preprocessors
+                    at = f" at {list(fed.shape)}" if fed is not None else ""
+                    raise ModelError(f"{cfg.file}: {key}: the first inference of {path}{at} "
+                                     f"failed ({result.error}); check the size and layout in "
+                                     f"{key} against what the model was exported for")
                 infer_ms.append(result.latency_ms["infer"])
         finally:
             pipeline.rules = state

@@ -20,18 +20,27 @@ def save_model(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | No
 
 
 def yolo_constant(path: Path, pred: np.ndarray, hw: tuple[int, int] = (64, 64),
-                  dynamic: bool = False, metadata: dict[str, str] | None = None) -> Path:
-    """A 'detector' whose output is always `pred` [1, 4+nc, N] (plus 0 × the input's mean)."""
+                  dynamic: bool = False, metadata: dict[str, str] | None = None,
+                  reshape: tuple[int, ...] | None = None) -> Path:
+    """A 'detector' whose output is always `pred` [1, 4+nc, N] (plus 0 × the input's mean).
+
+    `reshape`: the input is first reshaped to this shape, which fails in onnxruntime at run
+    time for an input whose size it does not divide (a model exported for one size only)."""
     h, w = ("h", "w") if dynamic else hw
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])
     y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(pred.shape))
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+    inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    nodes, seen = [], "images"
+    if reshape is not None:
+        inits.append(numpy_helper.from_array(np.array(reshape, np.int64), "shape"))
+        nodes.append(helper.make_node("Reshape", ["images", "shape"], ["reshaped"]))
+        seen = "reshaped"
+    nodes += [
+        helper.make_node("ReduceMean", [seen], ["m"], keepdims=0),
         helper.make_node("Mul", ["m", "zero"], ["z"]),
         helper.make_node("Add", ["pred", "z"], ["output0"]),
     ]
-    inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
-             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     return save_model(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
 
 

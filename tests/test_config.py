@@ -314,6 +314,21 @@ def test_a_fault_in_model_toml_names_model_toml(workdir: Path) -> None:
     assert str(workdir / "model.toml") in str(err.value) and "model.conf" in str(err.value)
 
 
+def test_an_onnxruntime_failure_keeps_the_part_that_explains_it(workdir: Path) -> None:
+    """The model reshapes its input to [1, 7, -1], which a 64x64 input cannot fill; the reason
+    comes after a C++ source location, well past the first 200 characters of ORT's message."""
+    yolo_constant(workdir / "model.onnx", one_box_pred(), dynamic=True, reshape=(1, 7, -1))
+    text = GOOD.replace('labels = "labels.txt"',
+                        'labels = "labels.txt"\n\n[model.input]\nsize = [64, 64]')
+    proc = edgert("check", str(write_config(workdir / "device.toml", text)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]   # a cold start says "compiling kernels" first
+    assert line.startswith(f"edgert: {workdir / 'device.toml'}: model.input: "), line
+    assert "cannot be reshaped to the requested shape" in line and "{1,3,64,64}" in line, line
+    assert "[ONNXRuntimeError]" not in line and "onnxruntime_src" not in line, line
+
+
 def test_mqtt_defaults_follow_the_device_id_and_hide_the_password(workdir: Path,
                                                                   monkeypatch) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", str(workdir))

@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from edgert.config.types import RuntimeConfig
 from edgert.errors import ModelError
+from edgert.infer.messages import ort_message
 from edgert.infer.providers import check_bound, plan
 
 log = logging.getLogger("edgert.infer")
@@ -77,11 +78,11 @@ def session_options(rt: RuntimeConfig) -> ort.SessionOptions:
     return opts
 
 
-def load_model(path: Path, rt: RuntimeConfig | None = None,
-               where: str = "") -> tuple[ort.InferenceSession, ModelInfo]:
+def load_model(path: Path, rt: RuntimeConfig | None = None, where: str = "",
+               key: str = "model.path") -> tuple[ort.InferenceSession, ModelInfo]:
     """Create the session once; a file that is not a usable model raises ModelError naming it.
 
-    `where` names the config file for provider messages.
+    `where` names the config file (and `key` the key that names the model) for messages.
     """
     rt = rt or RuntimeConfig()
     where = where or str(path)
@@ -90,9 +91,10 @@ def load_model(path: Path, rt: RuntimeConfig | None = None,
         session = ort.InferenceSession(str(path), sess_options=session_options(rt),
                                        providers=list(zip(pp.requested, pp.options)))
     except Exception as e:  # onnxruntime raises several private exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: onnxruntime cannot load this model ({first[:200]}); "
-                         "check that it is a complete .onnx file") from None
+        lead = f"{path}: onnxruntime cannot load this model" if where == str(path) else (
+            f"{where}: {key}: onnxruntime cannot load {path}")
+        raise ModelError(f"{lead} ({ort_message(e)}); check that it is a complete .onnx file "
+                         f"that onnxruntime {ort.__version__} supports") from None
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         shapes = ", ".join(f"{i.name}{i.shape}" for i in inputs)
