@@ -307,6 +307,35 @@ def test_model_toml_beside_the_model_gives_defaults_the_config_overrides(workdir
     assert cfg.model.input.color == "rgb" and cfg.model.input.scale == 0.25
 
 
+def test_model_toml_beside_a_symlinked_model_is_read(tmp_path: Path, material: Path) -> None:
+    """A device folder of links to shared models keeps its own model.toml beside each link."""
+    shared = material / "models/yolox_nano_coco_416.onnx"
+    (tmp_path / "yolox.onnx").symlink_to(shared)
+    (tmp_path / "model.toml").write_text(
+        f'[model]\nfamily = "yolox"\nlabels = "{material / "models/coco80.names"}"\n\n'
+        '[model.input]\nalign = "top_left"\n')
+    text = GOOD.replace('path = "model.onnx"\nlabels = "labels.txt"', 'path = "yolox.onnx"')
+    text = text.replace('labels = ["defect"]', 'labels = ["person"]')
+    cfg = load_config(write_config(tmp_path / "device.toml", text))
+    assert cfg.model.path == shared.resolve()
+    assert cfg.model.family == "yolox" and cfg.model.input.align == "top_left"
+    assert cfg.model.labels is not None and len(cfg.model.labels) == 80
+
+
+def test_model_toml_beside_the_link_wins_over_the_one_beside_its_target(workdir: Path) -> None:
+    store, device = workdir / "store", workdir / "device"
+    store.mkdir(), device.mkdir()
+    yolo_constant(store / "model.onnx", one_box_pred())
+    (store / "model.toml").write_text("[model]\nconf = 0.6\niou = 0.3\n")
+    (device / "model.onnx").symlink_to(store / "model.onnx")
+    text = GOOD.replace('labels = "labels.txt"', f'labels = "{workdir / "labels.txt"}"')
+    cfg = load_config(write_config(device / "device.toml", text))
+    assert (cfg.model.conf, cfg.model.iou) == (0.6, 0.3)        # the target's card, no other
+    (device / "model.toml").write_text("[model]\nconf = 0.7\n")
+    cfg = load_config(device / "device.toml")
+    assert (cfg.model.conf, cfg.model.iou) == (0.7, 0.45)       # the link's card, alone
+
+
 def test_a_fault_in_model_toml_names_model_toml(workdir: Path) -> None:
     (workdir / "model.toml").write_text('[model]\nconf = "high"\n')
     with pytest.raises(ConfigError) as err:

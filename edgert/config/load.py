@@ -173,6 +173,15 @@ def _read_toml(file: Path) -> dict:
         raise ConfigError(str(file), "", f"is not valid TOML ({e})", "fix the syntax") from None
 
 
+def model_card(given: Path, resolved: Path) -> Path | None:
+    """The model.toml beside the .onnx as the user named it, else beside the file a symlink
+    names: a folder of links to shared models keeps its own cards."""
+    for folder in dict.fromkeys((given.parent, resolved.parent)):
+        if (folder / MODEL_CARD).is_file():
+            return folder / MODEL_CARD
+    return None
+
+
 def _model(s: Section) -> ModelConfig:
     """[model], over the defaults an optional model.toml beside the .onnx gives.
 
@@ -180,8 +189,8 @@ def _model(s: Section) -> ModelConfig:
     scaling, labels, thresholds), so one model serves many device configs unchanged.
     """
     path = s.path("path", fix="point it at an existing .onnx file")
-    card = path.with_name(MODEL_CARD)
-    if not card.is_file():
+    card = model_card(s.file.parent / Path(s.table["path"]).expanduser(), path)
+    if card is None:
         return _model_values(s, path)
     top = Section(card, "", _read_toml(card))
     base = top.table_("model")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
-from edgert.config.load import FAMILIES, MODEL_CARD, load_config
+from edgert.config.load import FAMILIES, MODEL_CARD, load_config, model_card
 from edgert.config.types import InputConfig, ModelConfig, RuntimeConfig
 from edgert.errors import UsageError
 from edgert.infer.metadata import input_from_metadata
@@ -36,10 +36,10 @@ def describe(model: Path, config: Path | None = None, family: str | None = None,
         cfg = load_config(config)
         model_cfg, runtime, origin = cfg.model, cfg.runtime, str(config)
         said = _input_keys(config) | _input_keys(cfg.model.path.with_name(MODEL_CARD))
-    elif model.with_name(MODEL_CARD).is_file():
+    elif (card := model_card(model, model.resolve())) is not None:
         model_cfg, runtime = _from_card(model), RuntimeConfig()
-        origin = str(model.with_name(MODEL_CARD))
-        said = _input_keys(model.with_name(MODEL_CARD))
+        origin = str(card)
+        said = _input_keys(card)
     else:
         model_cfg, runtime, origin = ModelConfig(path=model), RuntimeConfig(), "defaults"
         said = frozenset()
@@ -82,7 +82,7 @@ def _input_keys(file: Path) -> frozenset[str]:
 def _from_card(model: Path) -> ModelConfig:
     """model.toml through the config loader: a minimal device config that points at MODEL."""
     text = (f'device_id = "quantize"\n[source]\nurl = "pattern:"\n'
-            f"[model]\npath = {json.dumps(str(model.resolve()))}\n"
+            f"[model]\npath = {json.dumps(str(model.absolute()))}\n"
             f'[fail_safe]\naction = "stop"\n')
     with tempfile.TemporaryDirectory(prefix="edgert-quantize-") as tmp:
         device = Path(tmp) / "device.toml"
