@@ -13,7 +13,7 @@ from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConf
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
                                  Rung, SerialConfig, ServiceConfig, SourceConfig,
                                  TrackerConfig, Zone)
-from edgert.config.types import DIRECTIONS
+from edgert.config.types import DIRECTIONS, IMAGE_SUFFIXES
 from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
 
@@ -96,12 +96,15 @@ def parse_source_url(s: Section, url: str) -> tuple[str, str]:
         if not path.is_file():
             raise s.error("url", f"names {url!r}, but there is no file {path}",
                           "fix the path (relative paths start at the config file)")
-        return "file", str(path)
+        # A still image decodes through cv2.imread, as images: does: FFmpeg's JPEG decoder
+        # differs from it by up to 41 grey levels.
+        return ("images" if path.suffix.lower() in IMAGE_SUFFIXES else "file"), str(path)
     if url.startswith("images:"):
         path = (base / Path(url[7:]).expanduser()).resolve()
-        if not path.is_dir():
-            raise s.error("url", f"names {url!r}, but there is no folder {path}",
-                          "point images: at a folder of image files")
+        if not (path.is_dir() or path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+            kinds = ", ".join(sorted(e[1:] for e in IMAGE_SUFFIXES))
+            raise s.error("url", f"names {url!r}, but {path} is neither a folder nor an image "
+                          f"file ({kinds})", "point images: at a folder of images or one image")
         return "images", str(path)
     if url.startswith("camera:"):
         index = url[7:]
@@ -117,13 +120,16 @@ def parse_source_url(s: Section, url: str) -> tuple[str, str]:
     if url == "pattern:" or url.startswith("pattern:"):
         return "pattern", url[8:]
     raise s.error("url", f"is {url!r}", "use file:PATH, camera:N, /dev/videoN, rtsp://…, "
-                  "http(s)://…, udp://…, images:DIR, gst:PIPELINE or pattern:")
+                  "http(s)://…, udp://…, images:DIR_OR_IMAGE, gst:PIPELINE or pattern:")
 
 
 def _source(s: Section) -> SourceConfig:
     url = s.str("url", fix='add url = "file:clip.mp4" (or camera:0, rtsp://…, pattern:)')
     kind, target = parse_source_url(s, url)
-    mode = s.str("mode", "latest", choices=("latest", "every"))
+    # One image is one frame: in `latest` mode start-up would take it to warm up on and the
+    # run would end having decided nothing.
+    still = kind == "images" and Path(target).is_file()
+    mode = s.str("mode", "every" if still else "latest", choices=("latest", "every"))
     fps = s.number("fps", None, lo=0.0, hi=1000.0, lo_open=True)
     cfg = SourceConfig(
         url=url, kind=kind, target=target, mode=mode, fps=fps,
@@ -134,6 +140,10 @@ def _source(s: Section) -> SourceConfig:
         size=s.numbers("size", 2, (480, 640), lo=16, hi=8192, integer=True))
     if cfg.loop and kind not in ("file", "images"):
         raise s.error("loop", f"is true for a {kind} source", "loop applies only to file: and images:")
+    if still and mode == "latest" and not cfg.loop:
+        raise s.error("mode", "is 'latest' for a single image, which start-up would take to warm "
+                      "up on, leaving nothing to decide", 'remove mode (a single image is read '
+                      'in "every" mode) or set loop = true')
     if cfg.reopen_max_s < cfg.reopen_initial_s:
         raise s.error("reopen_max_s", f"({cfg.reopen_max_s:g}) is below reopen_initial_s "
                       f"({cfg.reopen_initial_s:g})", "raise it or lower reopen_initial_s")

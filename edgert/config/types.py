@@ -8,6 +8,9 @@ from typing import Mapping
 
 Point = tuple[float, float]
 
+# Still images: `images:` reads them, and `file:` hands them to the same reader (not FFmpeg).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
@@ -15,6 +18,7 @@ class SourceConfig:
 
     url: str                    # as written by the user, for messages
     kind: str                   # file | camera | v4l | network | gstreamer | images | pattern
+                                # (images: a folder of images, or one image file)
     target: str                 # path, device index, URL or pipeline, resolved against the config
     mode: str = "latest"        # latest | every
     fps: float | None = None    # pattern rate (default 30) and a cap for any source
