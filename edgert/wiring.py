@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import cv2
 import numpy as np
@@ -18,27 +19,22 @@ from edgert.errors import ConfigError, ModelError
 from edgert.frame import Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner, ModelInfo, load_model
+from edgert.infer.inputs import InputPlan, plan_input
 from edgert.pipeline import Pipeline, Preprocess
 from edgert.postprocess import make_decoder
 from edgert.preprocess import ReferencePreprocessor
 from edgert.publish.herald import new_board
 
+log = logging.getLogger("edgert")
 
-def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
-             key: str = "model") -> tuple[int, int]:
-    """The model's input size: the file's static shape, else the config; never both disagreeing."""
+
+def input_plan(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
+               key: str = "model") -> InputPlan:
+    """The model's input as it will be fed, from the file, its metadata and the config."""
     model = model or cfg.model
-    static, wanted = info.static_hw, model.input.size
-    where = "model.input.size" if key == "model" else f"{key}.size"
-    if static and wanted and tuple(wanted) != static:
-        raise ModelError(f"{cfg.file}: {where} is {list(wanted)} but {info.path} has a "
-                         f"fixed input of {list(static)}; remove {where} or fix it")
-    if static:
-        return static
-    if wanted:
-        return wanted
-    raise ModelError(f"{cfg.file}: {where} is missing and {info.path} has a dynamic "
-                     f"input shape; set {where} = [height, width]")
+    size_key = "model.input.size" if key == "model" else f"{key}.size"
+    return plan_input(model.input, info.path, info.input_shape, info.metadata, str(cfg.file),
+                      size_key)
 
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
@@ -54,39 +50,47 @@ def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
 
 
 def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, name: str,
-              key: str) -> tuple[Pipeline, ModelInfo]:
+              key: str) -> tuple[Pipeline, ModelInfo, InputPlan]:
     """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
     session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path")
-    hw = input_hw(cfg, info, model, key)
-    decoder = make_decoder(model, info, hw, cfg.runtime.kernels)
+    plan = input_plan(cfg, info, model, key)
+    decoder = make_decoder(model, info, plan.hw, cfg.runtime.kernels)
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
     pre: Preprocess
     if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
         from edgert.preprocess.fused import FusedPreprocessor
-        pre = FusedPreprocessor(model.input, hw, dtype)
+        pre = FusedPreprocessor(plan.input, plan.hw, dtype)
     else:
-        pre = ReferencePreprocessor(model.input, hw, dtype)
+        pre = ReferencePreprocessor(plan.input, plan.hw, dtype)
     return Pipeline(pre, InferenceRunner(session, info.input_name), decoder, rules, clock, name,
-                    cfg.runtime.cost_quantile), info
+                    cfg.runtime.cost_quantile), info, plan
 
 
-def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
-    """The main model's pipeline and one per ladder rung, sharing one rule engine."""
+def build_rungs(cfg: Config, clock: Clock, announce: bool = True
+                ) -> tuple[list[Pipeline], ModelInfo]:
+    """The main model's pipeline and one per ladder rung, sharing one rule engine.
+
+    `announce` logs the main model's input and where its description came from (`check`
+    prints it instead)."""
     rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
-    main, info = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
+    main, info, plan = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
     check_rule_labels(cfg, main.decoder.labels)
     rungs = [main]
     for i, rung in enumerate(cfg.runtime.ladder.rungs):
         key = f"runtime.ladder.rungs[{i}]"
-        size = rung.size or cfg.model.input.size
-        model = dataclasses.replace(cfg.model, path=rung.path,
-                                    input=dataclasses.replace(cfg.model.input, size=size))
-        pipeline, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
+        # A rung's own size is said; the main model's is only a fallback for a dynamic input.
+        given = tuple(g for g in cfg.model.input.given if g[0] != "size")
+        model = dataclasses.replace(cfg.model, path=rung.path, input=dataclasses.replace(
+            cfg.model.input, size=rung.size or cfg.model.input.size,
+            given=given + ((("size", "config"),) if rung.size else ())))
+        pipeline, _, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
         if pipeline.decoder.labels != main.decoder.labels:
             raise ConfigError(str(cfg.file), key, f"runs {rung.path.name}, whose labels differ "
                               "from the main model's", "give every rung a model with the same "
                               "labels (rules must mean the same on every rung)")
         rungs.append(pipeline)
+    if announce:
+        log.info("model input: %s (%s)", plan.describe(), plan.origin)
     return rungs, info
 
 

@@ -151,7 +151,8 @@ def _source(s: Section) -> SourceConfig:
     return cfg
 
 
-def _input(s: Section) -> InputConfig:
+def _input(s: Section, card_keys: frozenset[str] = frozenset()) -> InputConfig:
+    """[model.input]; `card_keys` are those only model.toml set (the rest the device config)."""
     cfg = InputConfig(
         resize=s.str("resize", "letterbox", choices=("letterbox", "stretch", "center_crop")),
         size=s.numbers("size", 2, None, lo=8, hi=8192, integer=True),
@@ -161,7 +162,8 @@ def _input(s: Section) -> InputConfig:
         std=s.numbers("std", 3, (1.0, 1.0, 1.0)),
         pad_value=s.number("pad_value", 114, lo=0, hi=255, integer=True),
         crop_fraction=s.number("crop_fraction", 0.875, lo=0.0, hi=1.0, lo_open=True),
-        align=s.str("align", "center", choices=("center", "top_left")))
+        align=s.str("align", "center", choices=("center", "top_left")),
+        given=tuple(sorted((k, "model.toml" if k in card_keys else "config") for k in s.table)))
     if any(v <= 0 for v in cfg.std):
         raise s.error("std", f"is {list(cfg.std)!r}", "every value must be above 0")
     s.done()
@@ -207,6 +209,7 @@ def _model(s: Section) -> ModelConfig:
     top.done()
     _model_values(Section(card, "model", dict(base.table)), path)   # its own errors name it
     merged = dict(base.table)
+    card_keys = frozenset(_keys(merged.get("input")) - _keys(s.table.get("input")))
     if isinstance(merged.get("labels"), str):
         merged["labels"] = str((card.parent / merged["labels"]).resolve())
     for key, value in s.table.items():
@@ -216,10 +219,14 @@ def _model(s: Section) -> ModelConfig:
             merged[key] = value
     s.raw("path")
     s._seen.update(s.table)   # read below, through the merged view
-    return _model_values(Section(s.file, s.prefix, merged), path)
+    return _model_values(Section(s.file, s.prefix, merged), path, card_keys)
 
 
-def _model_values(s: Section, path: Path) -> ModelConfig:
+def _keys(table: object) -> set[str]:
+    return set(table) if isinstance(table, dict) else set()
+
+
+def _model_values(s: Section, path: Path, card_keys: frozenset[str] = frozenset()) -> ModelConfig:
     family = s.str("family", "yolov8")
     if family not in FAMILIES:
         _check_user_decoder(s, family)
@@ -241,7 +248,7 @@ def _model_values(s: Section, path: Path) -> ModelConfig:
         iou=s.number("iou", 0.45, lo=0.0, hi=1.0, lo_open=True),
         max_det=s.number("max_det", 100, lo=1, hi=10000, integer=True),
         top_k=s.number("top_k", 5, lo=1, hi=1000, integer=True),
-        input=_input(s.table_("input")))
+        input=_input(s.table_("input"), card_keys))
     s.done()
     return cfg
 

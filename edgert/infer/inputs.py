@@ -1,0 +1,81 @@
+"""The model's input as edgert feeds it, and who said so: config, model.toml, metadata, the file.
+
+A user who sets nothing must still get the preprocessing the model was trained with where the
+file says it (Ultralytics metadata), and must be able to see where each part came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from edgert.config.types import InputConfig
+from edgert.errors import ModelError
+from edgert.infer.metadata import input_from_metadata
+
+Shape = tuple["int | None", ...]
+DEFAULTS = "edgert's defaults"
+METADATA = "the model's Ultralytics metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class InputPlan:
+    """How frames become this model's input tensor."""
+
+    input: InputConfig       # resolved: `size` is `hw`
+    hw: tuple[int, int]
+    origin: str              # where the description came from, for the ready line and check
+
+    def describe(self) -> str:
+        h, w = self.hw
+        return f"{h}x{w}, {describe_input(self.input)}"
+
+
+def layered(cfg: InputConfig, metadata: Mapping[str, str]) -> tuple[InputConfig, str]:
+    """The keys the config or model.toml set, over what the metadata says, over the defaults;
+    and a sentence saying which came from where."""
+    given = dict(cfg.given)
+    hint = input_from_metadata(metadata)
+    rest = DEFAULTS if hint is None else METADATA
+    if hint is not None:
+        cfg = dataclasses.replace(hint, given=cfg.given,
+                                  **{k: getattr(cfg, k) for k in given})
+    by: dict[str, list[str]] = {}
+    for key, where in sorted(given.items()):
+        by.setdefault(where, []).append(key)
+    said = [f"{', '.join(keys)} from {where}" for where, keys in by.items()]
+    if not said:
+        return cfg, f"from {rest}"
+    return cfg, "; ".join(said) + f"; the rest from {rest}"
+
+
+def plan_input(model: InputConfig, path: Path, shape: Shape, metadata: Mapping[str, str],
+               where: str, size_key: str) -> InputPlan:
+    """The input for a model file whose input has `shape`; ModelError naming `where` and the
+    key when neither the file nor anyone else says its size."""
+    cfg, origin = layered(model, metadata)
+    h, w = shape[2], shape[3]
+    static = (h, w) if isinstance(h, int) and isinstance(w, int) else None
+    wanted = cfg.size if "size" in dict(cfg.given) else None
+    if static and wanted and tuple(wanted) != static:
+        raise ModelError(f"{where}: {size_key} is {list(wanted)} but {path} has a fixed input "
+                         f"of {list(static)}; remove {size_key} or fix it")
+    size = wanted or static or cfg.size   # the metadata's imgsz only for a dynamic input
+    if size is None:
+        raise ModelError(f"{where}: {size_key} is missing and {path} has a dynamic input "
+                         f"shape; set {size_key} = [height, width]")
+    hw = (int(size[0]), int(size[1]))
+    return InputPlan(dataclasses.replace(cfg, size=hw), hw, origin)
+
+
+def describe_input(cfg: InputConfig) -> str:
+    """"rgb, ×1/255, letterbox, pad 114": the keys that change what the model sees."""
+    scale = f"×1/{1 / cfg.scale:.4g}" if cfg.scale < 1 else f"×{cfg.scale:g}"
+    parts = [cfg.color, scale, cfg.resize]
+    if cfg.resize == "letterbox":
+        parts.append(f"pad {cfg.pad_value}" + (", top-left" if cfg.align == "top_left" else ""))
+    if cfg.mean != (0.0, 0.0, 0.0) or cfg.std != (1.0, 1.0, 1.0):
+        parts.append(f"mean {list(cfg.mean)} std {list(cfg.std)}")
+    return ", ".join(parts)

@@ -1,0 +1,102 @@
+"""How edgert feeds a model it was handed: metadata, layout, fixed shapes, onnxruntime's errors.
+
+Real models from the shared material where one fits (skipped when it is absent), real ONNX
+graphs from tests/onnx_models.py otherwise; every session is a real onnxruntime session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import edgert, write_config
+
+from edgert.clock import LIVE
+from edgert.config import load_config
+from edgert.frame import Frame
+from edgert.wiring import build_rungs
+
+DEVICE = """
+device_id = "model-input"
+
+[source]
+url = "images:{image}"
+
+[model]
+path = "{model}"
+{model_extra}
+
+[fail_safe]
+action = "stop"
+
+[[outputs]]
+type = "stdout"
+
+{tail}
+"""
+
+
+def device(folder: Path, model: Path, image: Path, model_extra: str = "", tail: str = "",
+           name: str = "device.toml") -> Path:
+    return write_config(folder / name, DEVICE.format(model=model, image=image,
+                                                     model_extra=model_extra, tail=tail))
+
+
+def preprocessor(config: Path):   # noqa: ANN201 - the main rung's preprocessor
+    rungs, _ = build_rungs(load_config(config), LIVE, announce=False)
+    return rungs[0].preprocess
+
+
+# Ultralytics metadata (issue 14, item 5).
+
+def test_an_ultralytics_export_is_fed_rgb_0_to_1_as_its_metadata_says(
+        tmp_path: Path, material: Path) -> None:
+    """Nothing in the config: the default family would otherwise see BGR 0..255."""
+    model, bus = material / "models/yolov8n_untrained_640.onnx", material / "images/bus.jpg"
+    config = device(tmp_path, model, bus)
+    pre = preprocessor(config)
+    assert (pre.cfg.color, pre.cfg.scale, pre.cfg.resize, pre.input_hw) == (
+        "rgb", pytest.approx(1 / 255), "letterbox", (640, 640))
+    image = cv2.imread(str(bus))
+    tensor, _ = pre(Frame(0, image, 0.0, 0.0))
+    # Ultralytics' own LetterBox: 1080x810 → 640x480, centred, grey 114; RGB; /255.
+    canvas = np.full((640, 640, 3), 114, np.uint8)
+    canvas[:, 80:560] = cv2.resize(image, (480, 640), interpolation=cv2.INTER_LINEAR)
+    expected = canvas[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+    np.testing.assert_allclose(tensor, expected, atol=1.01 / 255)   # the kernels' 1 grey level
+
+    proc = edgert("check", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "→ 640x640, rgb, ×1/255, letterbox, pad 114" in proc.stdout
+    assert "(from the model's Ultralytics metadata)" in proc.stdout
+
+
+def test_config_and_model_toml_win_over_the_metadata_key_by_key(tmp_path: Path,
+                                                                  material: Path) -> None:
+    (tmp_path / "y8.onnx").symlink_to(material / "models/yolov8n_untrained_640.onnx")
+    (tmp_path / "model.toml").write_text('[model.input]\npad_value = 0\n')
+    config = device(tmp_path, tmp_path / "y8.onnx", material / "images/bus.jpg",
+                    '[model.input]\ncolor = "bgr"')
+    pre = preprocessor(config)
+    assert (pre.cfg.color, pre.cfg.pad_value, pre.cfg.scale) == ("bgr", 0, pytest.approx(1 / 255))
+    proc = edgert("run", str(config))
+    assert proc.returncode == 0, proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if "model input:" in ln]
+    assert said == ["edgert: INFO: model input: 640x640, bgr, ×1/255, letterbox, pad 0 (color "
+                    "from config; pad_value from model.toml; the rest from the model's "
+                    "Ultralytics metadata)"], proc.stderr
+
+
+def test_a_model_without_metadata_says_its_input_is_edgerts_defaults(
+        tmp_path: Path, material: Path) -> None:
+    config = device(tmp_path, material / "models/yolox_nano_coco_416.onnx",
+                    material / "images/bus.jpg", 'family = "yolox"\n\n[model.input]\n'
+                    'align = "top_left"')
+    proc = edgert("check", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert "→ 416x416, bgr, ×1, letterbox, pad 114, top-left" in proc.stdout
+    assert "(align from config; the rest from edgert's defaults)" in proc.stdout
+
