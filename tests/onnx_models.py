@@ -127,3 +127,22 @@ def one_box_pred(classes: int = 2, anchors: int = 32, hw: tuple[int, int] = (64,
     pred[0, :4, 0] = box
     pred[0, 4 + cls, 0] = score
     return pred
+
+
+def channels_last(src: Path, dst: Path) -> Path:
+    """`src` re-exported channels-last: its NCHW input becomes an [N, H, W, C] input that a
+    Transpose turns back into the original, as TensorFlow and TFLite conversions do."""
+    model = onnx.load(str(src))
+    weights = {i.name for i in model.graph.initializer}
+    old = next(i for i in model.graph.input if i.name not in weights)
+    n, c, h, w = (d.dim_param or d.dim_value for d in old.type.tensor_type.shape.dim)
+    new = helper.make_tensor_value_info(f"{old.name}_nhwc", old.type.tensor_type.elem_type,
+                                        [n, h, w, c])
+    model.graph.node.insert(0, helper.make_node("Transpose", [new.name], [old.name],
+                                                perm=[0, 3, 1, 2]))
+    at = list(model.graph.input).index(old)
+    model.graph.input.remove(old)
+    model.graph.input.insert(at, new)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
-from conftest import edgert, write_config
+from conftest import edgert, mobilenet_lines, write_config
+from onnx_models import channels_last
 
 from edgert.clock import LIVE
 from edgert.config import load_config
+from edgert.errors import ConfigError, ModelError
 from edgert.frame import Frame
 from edgert.wiring import build_rungs
 
@@ -70,7 +74,7 @@ def test_an_ultralytics_export_is_fed_rgb_0_to_1_as_its_metadata_says(
 
     proc = edgert("check", str(config))
     assert proc.returncode == 0, proc.stderr
-    assert "→ 640x640, rgb, ×1/255, letterbox, pad 114" in proc.stdout
+    assert "→ 640x640 nchw, rgb, ×1/255, letterbox, pad 114" in proc.stdout
     assert "(from the model's Ultralytics metadata)" in proc.stdout
 
 
@@ -85,8 +89,8 @@ def test_config_and_model_toml_win_over_the_metadata_key_by_key(tmp_path: Path,
     proc = edgert("run", str(config))
     assert proc.returncode == 0, proc.stderr
     said = [ln for ln in proc.stderr.splitlines() if "model input:" in ln]
-    assert said == ["edgert: INFO: model input: 640x640, bgr, ×1/255, letterbox, pad 0 (color "
-                    "from config; pad_value from model.toml; the rest from the model's "
+    assert said == ["edgert: INFO: model input: 640x640 nchw, bgr, ×1/255, letterbox, pad 0 "
+                    "(color from config; pad_value from model.toml; the rest from the model's "
                     "Ultralytics metadata)"], proc.stderr
 
 
@@ -97,6 +101,63 @@ def test_a_model_without_metadata_says_its_input_is_edgerts_defaults(
                     'align = "top_left"')
     proc = edgert("check", str(config))
     assert proc.returncode == 0, proc.stderr
-    assert "→ 416x416, bgr, ×1, letterbox, pad 114, top-left" in proc.stdout
+    assert "→ 416x416 nchw, bgr, ×1, letterbox, pad 114, top-left" in proc.stdout
     assert "(align from config; the rest from edgert's defaults)" in proc.stdout
 
+
+# Channels-last inputs (issue 14, item 2).
+
+@pytest.mark.parametrize("kernels", ["numba", "reference"])
+def test_a_channels_last_export_is_read_as_such_and_gives_the_same_outputs(
+        tmp_path: Path, material: Path, kernels: str) -> None:
+    nchw = material / "models/mobilenetv2-12-int8.onnx"
+    nhwc = channels_last(nchw, tmp_path / "mobilenet_nhwc.onnx")
+    bus = material / "images/bus.jpg"
+    frame = Frame(0, cv2.imread(str(bus)), 0.0, 0.0)
+    tensors, outputs = [], []
+    for model in (nchw, nhwc):   # no layout key: the file says it
+        config = device(tmp_path, model, bus, mobilenet_lines(material),
+                        f'[runtime]\nkernels = "{kernels}"')
+        rungs, _ = build_rungs(load_config(config), LIVE, announce=False)
+        pre, runner = rungs[0].preprocess, rungs[0].runner
+        tensor, _ = pre(frame)
+        tensors.append(tensor.copy())
+        outputs.append(runner.run(tensor).outputs[0])
+    assert tensors[0].shape == (1, 3, 224, 224) and tensors[1].shape == (1, 224, 224, 3)
+    assert np.array_equal(tensors[1].transpose(0, 3, 1, 2), tensors[0])
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_edgert_run_decides_alike_on_both_layouts_and_check_says_which(
+        tmp_path: Path, material: Path) -> None:
+    nchw = material / "models/mobilenetv2-12-int8.onnx"
+    nhwc = channels_last(nchw, tmp_path / "mobilenet_nhwc.onnx")
+    bus = material / "images/bus.jpg"
+    found = []
+    for model, layout in ((nchw, ""), (nhwc, 'layout = "nhwc"')):
+        config = device(tmp_path, model, bus, mobilenet_lines(material, input_extra=layout))
+        proc = edgert("run", str(config))
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout.splitlines()[0])
+        found.append([(d["label"], round(d["score"], 6)) for d in record["detections"]])
+    assert len(found[0]) == 5 and found[0] == found[1]
+    proc = edgert("check", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert ("input_nhwc [None, 224, 224, 3] float32 → 224x224 nhwc, rgb, ×1/255, center_crop"
+            in proc.stdout), proc.stdout
+
+
+def test_a_layout_that_contradicts_the_file_names_the_key(tmp_path: Path,
+                                                            material: Path) -> None:
+    nhwc = channels_last(material / "models/mobilenetv2-12-int8.onnx", tmp_path / "m.onnx")
+    config = device(tmp_path, nhwc, material / "images/bus.jpg",
+                    mobilenet_lines(material, input_extra='layout = "nchw"'))
+    with pytest.raises(ModelError, match=r"device\.toml: model\.input\.layout is 'nchw' but "
+                       r".*m\.onnx takes \[None, 224, 224, 3\], channels last; set layout = "
+                       r'"nhwc" or remove it'):
+        build_rungs(load_config(config), LIVE, announce=False)
+    bad = device(tmp_path, nhwc, material / "images/bus.jpg",
+                 mobilenet_lines(material, input_extra='layout = "hwc"'))
+    with pytest.raises(ConfigError, match=r"model\.input\.layout: is 'hwc'; use one of 'nchw', "
+                       "'nhwc'"):
+        load_config(bad)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, edgert, write_config
+from conftest import REPO, edgert, mobilenet_lines, write_config
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
 BASE = """
@@ -150,18 +150,7 @@ def test_skip_policy_publishes_skipped_records(tmp_path: Path) -> None:
 
 def test_classifier_over_an_image_folder_ends_with_the_folder(tmp_path: Path, material: Path) -> None:
     images = material / "images"
-    model_extra = f"""family = "classify"
-labels = "{material / 'models/imagenet1000_simple_labels.txt'}"
-top_k = 3
-conf = 0.0
-
-[model.input]
-resize = "center_crop"
-color = "rgb"
-scale = 0.00392156862745098
-mean = [0.485, 0.456, 0.406]
-std = [0.229, 0.224, 0.225]
-"""
+    model_extra = mobilenet_lines(material, top_k=3)
     cfg = config(tmp_path, url=f"images:{images}", mode="every", source_extra="",
                  model=str(material / "models/mobilenetv2-12-int8.onnx"), model_extra=model_extra)
     proc = edgert("run", str(cfg))

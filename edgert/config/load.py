@@ -163,6 +163,7 @@ def _input(s: Section, card_keys: frozenset[str] = frozenset()) -> InputConfig:
         pad_value=s.number("pad_value", 114, lo=0, hi=255, integer=True),
         crop_fraction=s.number("crop_fraction", 0.875, lo=0.0, hi=1.0, lo_open=True),
         align=s.str("align", "center", choices=("center", "top_left")),
+        layout=s.str("layout", None, choices=("nchw", "nhwc")),
         given=tuple(sorted((k, "model.toml" if k in card_keys else "config") for k in s.table)))
     if any(v <= 0 for v in cfg.std):
         raise s.error("std", f"is {list(cfg.std)!r}", "every value must be above 0")

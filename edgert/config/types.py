@@ -42,6 +42,7 @@ class InputConfig:
     pad_value: int = 114
     crop_fraction: float = 0.875
     align: str = "center"              # letterbox placement: center | top_left
+    layout: str | None = None          # nchw | nhwc; None: read from the file's input shape
     # The keys the device config or model.toml set, as (key, "config" | "model.toml"): the
     # model's metadata fills in only the others, and check and the ready line say which is which.
     given: tuple[tuple[str, str], ...] = ()

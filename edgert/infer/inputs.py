@@ -24,13 +24,18 @@ METADATA = "the model's Ultralytics metadata"
 class InputPlan:
     """How frames become this model's input tensor."""
 
-    input: InputConfig       # resolved: `size` is `hw`
+    input: InputConfig       # resolved: `size` is `hw`, `layout` is set
     hw: tuple[int, int]
     origin: str              # where the description came from, for the ready line and check
 
     def describe(self) -> str:
         h, w = self.hw
-        return f"{h}x{w}, {describe_input(self.input)}"
+        return f"{h}x{w} {self.input.layout}, {describe_input(self.input)}"
+
+
+def detect_layout(shape: Shape) -> str:
+    """Channels last where the file leaves no doubt: the last dim 3 (or 1) and the second not."""
+    return "nhwc" if shape[3] in (1, 3) and shape[1] not in (1, 3) else "nchw"
 
 
 def layered(cfg: InputConfig, metadata: Mapping[str, str]) -> tuple[InputConfig, str]:
@@ -56,7 +61,8 @@ def plan_input(model: InputConfig, path: Path, shape: Shape, metadata: Mapping[s
     """The input for a model file whose input has `shape`; ModelError naming `where` and the
     key when neither the file nor anyone else says its size."""
     cfg, origin = layered(model, metadata)
-    h, w = shape[2], shape[3]
+    layout = _layout(cfg.layout, path, shape, where)
+    h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
     static = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     wanted = cfg.size if "size" in dict(cfg.given) else None
     if static and wanted and tuple(wanted) != static:
@@ -67,7 +73,24 @@ def plan_input(model: InputConfig, path: Path, shape: Shape, metadata: Mapping[s
         raise ModelError(f"{where}: {size_key} is missing and {path} has a dynamic input "
                          f"shape; set {size_key} = [height, width]")
     hw = (int(size[0]), int(size[1]))
-    return InputPlan(dataclasses.replace(cfg, size=hw), hw, origin)
+    return InputPlan(dataclasses.replace(cfg, size=hw, layout=layout), hw, origin)
+
+
+def _layout(said: str | None, path: Path, shape: Shape, where: str) -> str:
+    """The layout said (and checked against the file's channel dim), else the file's own."""
+    layout = said or detect_layout(shape)
+    channels, other = (shape[1], shape[3]) if layout == "nchw" else (shape[3], shape[1])
+    if channels is None or channels == 3:
+        return layout
+    flip = "nhwc" if layout == "nchw" else "nchw"
+    if said and other == 3:
+        raise ModelError(f"{where}: model.input.layout is {said!r} but {path} takes "
+                         f"{list(shape)}, channels {'last' if flip == 'nhwc' else 'first'}; "
+                         f'set layout = "{flip}" or remove it')
+    maybe = f' (or set model.input.layout = "{flip}")' if other == 3 else ""
+    raise ModelError(f"{where}: model.input: {path} takes {channels}-channel images "
+                     f"({list(shape)}, read as {layout}), but edgert feeds 3-channel colour "
+                     f"frames; export the model for 3 channels{maybe}")
 
 
 def describe_input(cfg: InputConfig) -> str:

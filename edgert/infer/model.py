@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from edgert.config.types import RuntimeConfig
 from edgert.errors import ModelError
+from edgert.infer.inputs import detect_layout
 from edgert.infer.messages import ort_message
 from edgert.infer.providers import check_bound, plan
 
@@ -42,7 +43,9 @@ class ModelInfo:
 
     @property
     def static_hw(self) -> tuple[int, int] | None:
-        h, w = self.input_shape[2], self.input_shape[3]
+        """The fixed (height, width), where the file fixes them, in its own layout."""
+        nchw = detect_layout(self.input_shape) == "nchw"
+        h, w = self.input_shape[2 if nchw else 1], self.input_shape[3 if nchw else 2]
         return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
     @property
@@ -98,8 +101,9 @@ def load_model(path: Path, rt: RuntimeConfig | None = None, where: str = "",
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         shapes = ", ".join(f"{i.name}{i.shape}" for i in inputs)
-        raise ModelError(f"{path}: edgert feeds one image tensor [N, 3, H, W], but the model's "
-                         f"inputs are {shapes}; export the model with a single image input")
+        raise ModelError(f"{path}: edgert feeds one image tensor, [N, 3, H, W] or [N, H, W, 3], "
+                         f"but the model's inputs are {shapes}; export the model with a single "
+                         "image input")
     inp = inputs[0]
     if inp.type not in _DTYPES:
         raise ModelError(f"{path}: input {inp.name} has type {inp.type}; edgert feeds float32, "
