@@ -38,8 +38,9 @@ def check(config_path: str) -> str:
         f"device_id  {cfg.device_id}",
         f"source     {cfg.source.url} ({cfg.source.kind}, mode {cfg.source.mode})",
         f"model      {info.path} (family {m.family})",
-        f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype} → "
-        f"{plan.describe()}",
+        f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype}"
+        + (f" (rewritten: the file declares {list(info.declared_shape)})"
+           if info.declared_shape else "") + f" → {plan.describe()}",
         f"           ({plan.origin})",
         f"outputs    " + ", ".join(f"{n}{list(s)}" for n, s in
                                    zip(info.output_names, info.output_shapes)),

@@ -32,9 +32,8 @@ def input_plan(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
                key: str = "model") -> InputPlan:
     """The model's input as it will be fed, from the file, its metadata and the config."""
     model = model or cfg.model
-    size_key = "model.input.size" if key == "model" else f"{key}.size"
     return plan_input(model.input, info.path, info.input_shape, info.metadata, str(cfg.file),
-                      size_key)
+                      key)
 
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
@@ -54,6 +53,16 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, 
     """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
     session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path")
     plan = input_plan(cfg, info, model, key)
+    if plan.rewrite_key is not None:
+        # A fixed shape that is a placeholder (many exports): run the model as asked, and say
+        # so once it runs (if it cannot, the error alone says it all).
+        declared = list(info.input_shape)
+        session, info = load_model(model.path, cfg.runtime, str(cfg.file), plan.rewrite_key,
+                                   plan.dims)
+        log.warning("%s: %s declares a fixed input %s; running it at %s, %s", cfg.file,
+                    info.path, declared, list(plan.dims),
+                    f"as {plan.rewrite_key} says" if plan.rewrite_key.endswith(".size")
+                    else "one frame at a time")
     decoder = make_decoder(model, info, plan.hw, cfg.runtime.kernels)
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
     pre: Preprocess

@@ -146,3 +146,18 @@ def channels_last(src: Path, dst: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return dst
+
+
+def pooled_classifier(path: Path, shape: tuple[int, int, int, int] = (10, 3, 32, 32),
+                      classes: int = 4) -> Path:
+    """A classifier that averages each channel and mixes the three means into `classes`
+    logits: it runs at any input size, but its file fixes `shape`, a placeholder (batch 10,
+    32x32) of the kind some projects export and rewrite at load."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], classes])
+    mix = np.arange(3 * classes, dtype=np.float32).reshape(3, classes) / 100
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["means"]),
+             helper.make_node("MatMul", ["means", "mix"], ["logits"])]
+    return save_model(helper.make_graph(nodes, "pooled", [x], [y],
+                                        [numpy_helper.from_array(mix, "mix")]), path)

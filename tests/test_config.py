@@ -229,7 +229,8 @@ def test_cli_reports_bad_config_with_exit_2_and_no_traceback(workdir: Path) -> N
                                   "rule label not in metadata names", "rung labels differ"])
 def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
     text = GOOD
-    if case == "size contradicts model":
+    if case == "size contradicts model":   # a model that holds its size in a Reshape
+        yolo_constant(workdir / "model.onnx", one_box_pred(), reshape=(1, 3, 64, 64))
         text = text.replace('labels = "labels.txt"', 'labels = "labels.txt"\n\n[model.input]\nsize = [32, 32]')
     elif case == "labels count":
         (workdir / "labels.txt").write_text("a\nb\nc\n")
@@ -262,6 +263,10 @@ def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
         assert "rules[0].labels" in proc.stderr and "defect" in proc.stderr
     if case == "rung labels differ":   # the rung's 3 classes against the config's 2 labels
         assert "other.onnx" in proc.stderr and "labels" in proc.stderr
+    if case == "size contradicts model":
+        assert ("model.input.size: onnxruntime cannot run" in proc.stderr
+                and "[1, 3, 32, 32] instead of the [1, 3, 64, 64] its file declares" in proc.stderr
+                and "remove model.input.size" in proc.stderr), proc.stderr
 
 
 def test_check_prints_summary_of_what_bound(workdir: Path) -> None:

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import edgert, mobilenet_lines, write_config
-from onnx_models import channels_last
+from onnx_models import channels_last, pooled_classifier
 
 from edgert.clock import LIVE
 from edgert.config import load_config
 from edgert.errors import ConfigError, ModelError
+from edgert.config.types import InputConfig
 from edgert.frame import Frame
+from edgert.preprocess import ReferencePreprocessor
 from edgert.wiring import build_rungs
 
 DEVICE = """
@@ -103,6 +105,7 @@ def test_a_model_without_metadata_says_its_input_is_edgerts_defaults(
     assert proc.returncode == 0, proc.stderr
     assert "→ 416x416 nchw, bgr, ×1, letterbox, pad 114, top-left" in proc.stdout
     assert "(align from config; the rest from edgert's defaults)" in proc.stdout
+    assert "declares a fixed input" not in proc.stderr   # a static model, no size: its own
 
 
 # Channels-last inputs (issue 14, item 2).
@@ -161,3 +164,83 @@ def test_a_layout_that_contradicts_the_file_names_the_key(tmp_path: Path,
     with pytest.raises(ConfigError, match=r"model\.input\.layout: is 'hwc'; use one of 'nchw', "
                        "'nhwc'"):
         load_config(bad)
+
+
+# Fixed input shapes that are placeholders (issue 14, item 1).
+
+def warnings(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("edgert: WARNING:")]
+
+
+def test_a_placeholder_input_runs_at_the_size_the_config_gives(tmp_path: Path,
+                                                               material: Path) -> None:
+    model, bus = pooled_classifier(tmp_path / "m.onnx"), material / "images/bus.jpg"
+    config = device(tmp_path, model, bus, 'family = "classify"\n\n[model.input]\nsize = [64, 64]')
+    proc = edgert("run", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert warnings(proc.stderr) == [f"edgert: WARNING: {config}: {model} declares a fixed input "
+                                     "[10, 3, 32, 32]; running it at [1, 3, 64, 64], as "
+                                     "model.input.size says"], proc.stderr
+    record = json.loads(proc.stdout.splitlines()[0])
+    # What the model says of this photo at 64x64, worked out by hand from its weights.
+    tensor, _ = ReferencePreprocessor(InputConfig(), (64, 64), np.float32)(
+        Frame(0, cv2.imread(str(bus)), 0.0, 0.0))
+    logits = tensor.mean(axis=(2, 3)) @ (np.arange(12, dtype=np.float32).reshape(3, 4) / 100)
+    p = np.exp(logits[0] - logits[0].max())
+    p /= p.sum()
+    assert record["status"] == "ok" and record["detections"][0]["label"] == "3"
+    assert record["detections"][0]["score"] == pytest.approx(float(p[3]), abs=1e-3)
+    proc = edgert("check", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert ("x [1, 3, 64, 64] float32 (rewritten: the file declares [10, 3, 32, 32]) → 64x64 "
+            "nchw" in proc.stdout), proc.stdout
+
+
+def test_a_placeholder_batch_alone_is_rewritten_to_one_frame(tmp_path: Path,
+                                                             material: Path) -> None:
+    model = pooled_classifier(tmp_path / "m.onnx")
+    config = device(tmp_path, model, material / "images/bus.jpg", 'family = "classify"')
+    proc = edgert("run", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert warnings(proc.stderr) == [f"edgert: WARNING: {config}: {model} declares a fixed input "
+                                     "[10, 3, 32, 32]; running it at [1, 3, 32, 32], one frame "
+                                     "at a time"], proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["status"] == "ok"
+
+
+def test_yolox_exported_at_416_runs_at_320_and_still_finds_the_bus(tmp_path: Path,
+                                                                   material: Path) -> None:
+    model, bus = material / "models/yolox_nano_coco_416.onnx", material / "images/bus.jpg"
+    config = device(tmp_path, model, bus, f"""family = "yolox"
+labels = "{material / 'models/coco80.names'}"
+conf = 0.5
+
+[model.input]
+align = "top_left"
+size = [320, 320]""")
+    proc = edgert("run", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert warnings(proc.stderr) == [f"edgert: WARNING: {config}: {model} declares a fixed input "
+                                     "[1, 3, 416, 416]; running it at [1, 3, 320, 320], as "
+                                     "model.input.size says"], proc.stderr
+    labels = [d["label"] for d in json.loads(proc.stdout.splitlines()[0])["detections"]]
+    assert "bus" in labels and "person" in labels
+
+
+def test_a_model_that_holds_its_size_inside_is_one_clear_error(tmp_path: Path,
+                                                               material: Path) -> None:
+    """The YOLOv8 export's head concatenates 8400 anchors, fixed for 640x640."""
+    model = material / "models/yolov8n_untrained_640.onnx"
+    config = device(tmp_path, model, material / "images/bus.jpg",
+                    "[model.input]\nsize = [320, 320]")
+    proc = edgert("check", str(config))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if "compiling kernels" not in ln]
+    assert len(said) == 1, proc.stderr
+    assert said[0].startswith(f"edgert: {config}: model.input.size: onnxruntime cannot run "
+                              f"{model} at [1, 3, 320, 320] instead of the [1, 3, 640, 640] its "
+                              "file declares ("), said[0]
+    assert "Concat" in said[0] and "[ONNXRuntimeError]" not in said[0]
+    assert said[0].endswith("remove model.input.size to run it at its own size, or export it "
+                            "at that size or with a dynamic input shape"), said[0]

@@ -27,6 +27,10 @@ class InputPlan:
     input: InputConfig       # resolved: `size` is `hw`, `layout` is set
     hw: tuple[int, int]
     origin: str              # where the description came from, for the ready line and check
+    dims: tuple[int, int, int, int]   # the tensor fed: one frame, in the model's layout
+    # The key that makes the tensor differ from fixed dims the file declares (its size, or
+    # model.path for a fixed batch above 1), so the model's input must be rewritten; else None.
+    rewrite_key: str | None = None
 
     def describe(self) -> str:
         h, w = self.hw
@@ -57,23 +61,28 @@ def layered(cfg: InputConfig, metadata: Mapping[str, str]) -> tuple[InputConfig,
 
 
 def plan_input(model: InputConfig, path: Path, shape: Shape, metadata: Mapping[str, str],
-               where: str, size_key: str) -> InputPlan:
+               where: str, key: str = "model") -> InputPlan:
     """The input for a model file whose input has `shape`; ModelError naming `where` and the
-    key when neither the file nor anyone else says its size."""
+    key when neither the file nor anyone else says its size. `key` is "model" or the ladder
+    rung's "runtime.ladder.rungs[i]"."""
+    size_key = "model.input.size" if key == "model" else f"{key}.size"
     cfg, origin = layered(model, metadata)
     layout = _layout(cfg.layout, path, shape, where)
     h, w = (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
     static = (h, w) if isinstance(h, int) and isinstance(w, int) else None
     wanted = cfg.size if "size" in dict(cfg.given) else None
-    if static and wanted and tuple(wanted) != static:
-        raise ModelError(f"{where}: {size_key} is {list(wanted)} but {path} has a fixed input "
-                         f"of {list(static)}; remove {size_key} or fix it")
-    size = wanted or static or cfg.size   # the metadata's imgsz only for a dynamic input
+    # A size said wins over the file's fixed one (edgert.infer.reshape rewrites the file's);
+    # the metadata's imgsz (or a rung's inherited size) serves only a dynamic input.
+    size = wanted or static or cfg.size
     if size is None:
         raise ModelError(f"{where}: {size_key} is missing and {path} has a dynamic input "
                          f"shape; set {size_key} = [height, width]")
     hw = (int(size[0]), int(size[1]))
-    return InputPlan(dataclasses.replace(cfg, size=hw, layout=layout), hw, origin)
+    dims = (1, 3, *hw) if layout == "nchw" else (1, *hw, 3)
+    fixed_hw = [(d, want) for d, want in zip((h, w), hw) if isinstance(d, int)]
+    rewrite = (size_key if any(d != want for d, want in fixed_hw) else
+               f"{key}.path" if isinstance(shape[0], int) and shape[0] != 1 else None)
+    return InputPlan(dataclasses.replace(cfg, size=hw, layout=layout), hw, origin, dims, rewrite)
 
 
 def _layout(said: str | None, path: Path, shape: Shape, where: str) -> str:

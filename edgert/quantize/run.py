@@ -81,8 +81,12 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     if info.input_dtype != np.float32:
         raise UsageError(f"{model}: the input is {info.input_dtype}, not float32; quantize the "
                          "float32 export of this model")
-    plan = plan_input(model_cfg.input, model, info.input_shape, {}, str(config or model),
-                      "model.input.size")   # the metadata is layered in already (describe)
+    # The metadata is layered in already (describe). Quantizing rewrites no input shape.
+    plan = plan_input(model_cfg.input, model, info.input_shape, {}, str(config or model))
+    if plan.rewrite_key is not None:
+        raise UsageError(f"{config or model}: {plan.rewrite_key} asks for an input of "
+                         f"{list(plan.dims)}, but {model} fixes {list(info.input_shape)}; "
+                         "quantize the model at the shape its file declares")
     input_hw, model_cfg = plan.hw, dataclasses.replace(model_cfg, input=plan.input)
     classify = model_cfg.family == "classify"
     if classify:   # top-1 agreement: the best class, whatever its score
