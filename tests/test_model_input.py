@@ -22,6 +22,8 @@ from edgert.config import load_config
 from edgert.errors import ConfigError, ModelError
 from edgert.config.types import InputConfig
 from edgert.frame import Frame
+from edgert.infer import load_model
+from edgert.infer.messages import ort_message
 from edgert.preprocess import ReferencePreprocessor
 from edgert.wiring import build_rungs
 
@@ -244,3 +246,17 @@ def test_a_model_that_holds_its_size_inside_is_one_clear_error(tmp_path: Path,
     assert "Concat" in said[0] and "[ONNXRuntimeError]" not in said[0]
     assert said[0].endswith("remove model.input.size to run it at its own size, or export it "
                             "at that size or with a dynamic input shape"), said[0]
+
+
+# onnxruntime's own words (issue 14, item 4).
+
+def test_an_onnxruntime_message_keeps_its_later_lines_and_drops_its_prefix(
+        material: Path) -> None:
+    session, info = load_model(material / "models/yolox_nano_coco_416.onnx")
+    with pytest.raises(Exception) as raised:   # onnxruntime's own (private) exception type
+        session.run(None, {info.input_name: np.zeros((1, 3, 320, 320), np.float32)})
+    assert "index: 2 Got: 320 Expected: 416" not in str(raised.value).splitlines()[0]
+    said = ort_message(raised.value)
+    assert said == ("Got invalid dimensions for input: images for the following indices; "
+                    "index: 2 Got: 320 Expected: 416; index: 3 Got: 320 Expected: 416; "
+                    "Please fix either the inputs/outputs or the model"), said
