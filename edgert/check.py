@@ -9,7 +9,7 @@ import numpy as np
 from edgert.clock import LIVE
 from edgert.config import load_config
 from edgert.publish.probe import probe_outputs
-from edgert.wiring import build_rungs, expected_frame_hw, input_hw, warm_up
+from edgert.wiring import build_rungs, expected_frame_hw, input_plan, warm_up
 
 
 def check(config_path: str) -> str:
@@ -21,7 +21,7 @@ def check(config_path: str) -> str:
         from edgert.preprocess import fused as pre
     # No source: a busy camera must not make the config look broken. Outputs are probed, not
     # opened (publish/probe.py): nothing is written. Kernels compile (or load) here.
-    rungs, info = build_rungs(cfg, LIVE)
+    rungs, info = build_rungs(cfg, LIVE, announce=False)
     t1 = time.perf_counter()
     if cfg.runtime.kernels == "numba":
         cached = pre.kernels_from_cache() and post.kernels_from_cache()
@@ -32,14 +32,16 @@ def check(config_path: str) -> str:
     probes = probe_outputs(cfg)
     m = cfg.model
     labels = rungs[0].decoder.labels
-    hw = input_hw(cfg, info)
+    plan = input_plan(cfg, info)
     lines = [
         f"config     {cfg.file}",
         f"device_id  {cfg.device_id}",
         f"source     {cfg.source.url} ({cfg.source.kind}, mode {cfg.source.mode})",
         f"model      {info.path} (family {m.family})",
-        f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype} → "
-        f"{hw[0]}x{hw[1]} {m.input.resize}, {m.input.color}, scale {m.input.scale:g}",
+        f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype}"
+        + (f" (rewritten: the file declares {list(info.declared_shape)})"
+           if info.declared_shape else "") + f" → {plan.describe()}",
+        f"           ({plan.origin})",
         f"outputs    " + ", ".join(f"{n}{list(s)}" for n, s in
                                    zip(info.output_names, info.output_shapes)),
         f"labels     {len(labels)}: " + ", ".join(labels[:8]) + (" …" if len(labels) > 8 else ""),

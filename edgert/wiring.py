@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from edgert.errors import ConfigError, ModelError
 from edgert.frame import Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner, ModelInfo, load_model
+from edgert.infer.inputs import InputPlan, plan_input
 from edgert.pipeline import Pipeline, Preprocess
 from edgert.infer.secondary import SecondaryStage, classify_reader, user_reader
 from edgert.infer.stage import UserSession, UserStage
@@ -27,22 +29,15 @@ from edgert.preprocess.crops import CropPreprocessor
 from edgert.preprocess import ReferencePreprocessor
 from edgert.publish.herald import new_board
 
+log = logging.getLogger("edgert")
 
-def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
-             key: str = "model") -> tuple[int, int]:
-    """The model's input size: the file's static shape, else the config; never both disagreeing."""
+
+def input_plan(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
+               key: str = "model") -> InputPlan:
+    """The model's input as it will be fed, from the file, its metadata and the config."""
     model = model or cfg.model
-    static, wanted = info.static_hw, model.input.size
-    where = "model.input.size" if key == "model" else f"{key}.size"
-    if static and wanted and tuple(wanted) != static:
-        raise ModelError(f"{cfg.file}: {where} is {list(wanted)} but {info.path} has a "
-                         f"fixed input of {list(static)}; remove {where} or fix it")
-    if static:
-        return static
-    if wanted:
-        return wanted
-    raise ModelError(f"{cfg.file}: {where} is missing and {info.path} has a dynamic "
-                     f"input shape; set {where} = [height, width]")
+    return plan_input(model.input, info.path, info.input_shape, info.metadata, str(cfg.file),
+                      key)
 
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
@@ -58,20 +53,30 @@ def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
 
 
 def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, name: str,
-              key: str) -> tuple[Pipeline, ModelInfo]:
+              key: str) -> tuple[Pipeline, ModelInfo, InputPlan]:
     """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
-    session, info = load_model(model.path, cfg.runtime, str(cfg.file))
-    hw = input_hw(cfg, info, model, key)
-    decoder = make_decoder(model, info, hw, cfg.runtime.kernels)
+    session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path")
+    plan = input_plan(cfg, info, model, key)
+    if plan.rewrite_key is not None:
+        # A fixed shape that is a placeholder (many exports): run the model as asked, and say
+        # so once it runs (if it cannot, the error alone says it all).
+        declared = list(info.input_shape)
+        session, info = load_model(model.path, cfg.runtime, str(cfg.file), plan.rewrite_key,
+                                   plan.dims)
+        log.warning("%s: %s declares a fixed input %s; running it at %s, %s", cfg.file,
+                    info.path, declared, list(plan.dims),
+                    f"as {plan.rewrite_key} says" if plan.rewrite_key.endswith(".size")
+                    else "one frame at a time")
+    decoder = make_decoder(model, info, plan.hw, cfg.runtime.kernels)
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
     pre: Preprocess
     if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
         from edgert.preprocess.fused import FusedPreprocessor
-        pre = FusedPreprocessor(model.input, hw, dtype)
+        pre = FusedPreprocessor(plan.input, plan.hw, dtype)
     else:
-        pre = ReferencePreprocessor(model.input, hw, dtype)
+        pre = ReferencePreprocessor(plan.input, plan.hw, dtype)
     return Pipeline(pre, InferenceRunner(session, info.input_name), decoder, rules, clock, name,
-                    cfg.runtime.cost_quantile), info
+                    cfg.runtime.cost_quantile), info, plan
 
 
 # A secondary run is optional: one predicted to fit should nearly always fit, since one that
@@ -87,8 +92,13 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
         if primary and lab not in primary:
             raise ConfigError(str(cfg.file), f"{key}.on", f"names {lab!r}, which the primary "
                               "model does not have", "use labels of the primary model")
-    session, info = load_model(sec.model.path, cfg.runtime, str(cfg.file))
-    hw = input_hw(cfg, info, sec.model, key)
+    session, info = load_model(sec.model.path, cfg.runtime, str(cfg.file), f"{key}.path")
+    plan = input_plan(cfg, info, sec.model, key)
+    if plan.rewrite_key is not None and plan.rewrite_key.endswith(".size"):
+        raise ConfigError(str(cfg.file), f"{key}.input.size", f"differs from the fixed input "
+                          f"{list(info.input_shape)} of {info.path}", "remove it: a secondary "
+                          "model runs at its file's size")
+    hw = plan.hw
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
     if dtype not in (np.float32, np.uint8):
         raise ModelError(f"{info.path}: a secondary model's input must be float32 or uint8, "
@@ -111,24 +121,31 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
         labels = sec.model.labels or info.names or ()
         ctx = DecodeContext(hw, info.output_names, labels, sec.model.conf, info.metadata)
         read = user_reader(load_callable(sec.model.family), ctx)
-    crops = CropPreprocessor(sec.model.input, hw, dtype, batch, sec.padding)
+    crops = CropPreprocessor(plan.input, hw, dtype, batch, sec.padding,
+                             channels_last=plan.input.layout == "nhwc")
     return SecondaryStage(sec, InferenceRunner(session, info.input_name), crops, read, labels,
                           batch, max(cfg.runtime.cost_quantile, SECONDARY_QUANTILE))
 
 
-def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
+def build_rungs(cfg: Config, clock: Clock, announce: bool = True
+                ) -> tuple[list[Pipeline], ModelInfo]:
     """The main model's pipeline and one per ladder rung, sharing one rule engine and the
-    secondary models."""
+    secondary models.
+
+    `announce` logs the main model's input and where its description came from (`check`
+    prints it instead)."""
     rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
-    main, info = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
+    main, info, plan = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
     check_rule_labels(cfg, main.decoder.labels)
     rungs = [main]
     for i, rung in enumerate(cfg.runtime.ladder.rungs):
         key = f"runtime.ladder.rungs[{i}]"
-        size = rung.size or cfg.model.input.size
-        model = dataclasses.replace(cfg.model, path=rung.path,
-                                    input=dataclasses.replace(cfg.model.input, size=size))
-        pipeline, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
+        # A rung's own size is said; the main model's is only a fallback for a dynamic input.
+        given = tuple(g for g in cfg.model.input.given if g[0] != "size")
+        model = dataclasses.replace(cfg.model, path=rung.path, input=dataclasses.replace(
+            cfg.model.input, size=rung.size or cfg.model.input.size,
+            given=given + ((("size", "config"),) if rung.size else ())))
+        pipeline, _, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
         if pipeline.decoder.labels != main.decoder.labels:
             raise ConfigError(str(cfg.file), key, f"runs {rung.path.name}, whose labels differ "
                               "from the main model's", "give every rung a model with the same "
@@ -139,6 +156,8 @@ def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
     stage = _user_stage(cfg) if cfg.model.stage is not None else None
     for pipeline in rungs:
         pipeline.secondaries, pipeline.user_stage = secondaries, stage
+    if announce:
+        log.info("model input: %s (%s)", plan.describe(), plan.origin)
     return rungs, info
 
 
@@ -149,7 +168,7 @@ def _user_stage(cfg: Config) -> UserStage:
     spec = cfg.model.stage
     sessions = {}
     for name, path in spec.sessions.items():
-        session, _ = load_model(path, cfg.runtime, str(cfg.file))
+        session, _ = load_model(path, cfg.runtime, str(cfg.file), f"model.stage.sessions.{name}")
         sessions[name] = UserSession(name, session)
     return UserStage(load_callable(spec.function), sessions, spec.function, spec.options)
 
@@ -181,7 +200,9 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     frame = Frame(-1, image, 0.0, clock.now())
     board = new_board()
     baseline = []
-    for pipeline in rungs:
+    for n, pipeline in enumerate(rungs):
+        key = "model.input" if n == 0 else f"runtime.ladder.rungs[{n - 1}]"
+        path = info.path if n == 0 else cfg.runtime.ladder.rungs[n - 1].path
         state = pipeline.rules
         pipeline.rules = state.fresh()   # warm-up frames must not touch rule or track state
         infer_ms = []
@@ -194,8 +215,11 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
                                      f"the first inference ({result.error}); fix the decoder "
                                      "or the family")
                 if result.error:
-                    raise ModelError(f"{info.path}: the first inference failed ({result.error}); "
-                                     "check the model and model.input")
+                    fed = getattr(pipeline.preprocess, "tensor", None)   # both preprocessors
+                    at = f" at {list(fed.shape)}" if fed is not None else ""
+                    raise ModelError(f"{cfg.file}: {key}: the first inference of {path}{at} "
+                                     f"failed ({result.error}); check the size and layout in "
+                                     f"{key} against what the model was exported for")
                 infer_ms.append(result.latency_ms["infer"])
         finally:
             pipeline.rules = state

@@ -37,3 +37,20 @@ def edgert(*args: str, timeout: float = 120, env: dict | None = None,
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def mobilenet_lines(material: Path, top_k: int = 5, input_extra: str = "") -> str:
+    """[model] lines after `path` for the shared ImageNet classifier, as its model card
+    describes its input (RGB, shorter side to 256, centre 224, ImageNet mean and std)."""
+    return f"""family = "classify"
+labels = "{material / 'models/imagenet1000_simple_labels.txt'}"
+top_k = {top_k}
+conf = 0.0
+
+[model.input]
+resize = "center_crop"
+color = "rgb"
+scale = 0.00392156862745098
+mean = [0.485, 0.456, 0.406]
+std = [0.229, 0.224, 0.225]
+{input_extra}"""

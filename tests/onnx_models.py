@@ -20,18 +20,27 @@ def save_model(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | No
 
 
 def yolo_constant(path: Path, pred: np.ndarray, hw: tuple[int, int] = (64, 64),
-                  dynamic: bool = False, metadata: dict[str, str] | None = None) -> Path:
-    """A 'detector' whose output is always `pred` [1, 4+nc, N] (plus 0 × the input's mean)."""
+                  dynamic: bool = False, metadata: dict[str, str] | None = None,
+                  reshape: tuple[int, ...] | None = None) -> Path:
+    """A 'detector' whose output is always `pred` [1, 4+nc, N] (plus 0 × the input's mean).
+
+    `reshape`: the input is first reshaped to this shape, which fails in onnxruntime at run
+    time for an input whose size it does not divide (a model exported for one size only)."""
     h, w = ("h", "w") if dynamic else hw
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, h, w])
     y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(pred.shape))
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+    inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    nodes, seen = [], "images"
+    if reshape is not None:
+        inits.append(numpy_helper.from_array(np.array(reshape, np.int64), "shape"))
+        nodes.append(helper.make_node("Reshape", ["images", "shape"], ["reshaped"]))
+        seen = "reshaped"
+    nodes += [
+        helper.make_node("ReduceMean", [seen], ["m"], keepdims=0),
         helper.make_node("Mul", ["m", "zero"], ["z"]),
         helper.make_node("Add", ["pred", "z"], ["output0"]),
     ]
-    inits = [numpy_helper.from_array(pred.astype(np.float32), "pred"),
-             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     return save_model(helper.make_graph(nodes, "const", [x], [y], inits), path, metadata)
 
 
@@ -150,3 +159,37 @@ def heavy_classifier(path: Path, size: int = 256, depth: int = 8, hw: tuple[int,
               helper.make_node("Mul", ["per", "zero"], ["z"]),
               helper.make_node("Slice", ["z", "start", "classes", "axis1"], ["output"])]
     return save_model(helper.make_graph(nodes, "heavy", [x], [y], inits), path)
+
+
+def channels_last(src: Path, dst: Path) -> Path:
+    """`src` re-exported channels-last: its NCHW input becomes an [N, H, W, C] input that a
+    Transpose turns back into the original, as TensorFlow and TFLite conversions do."""
+    model = onnx.load(str(src))
+    weights = {i.name for i in model.graph.initializer}
+    old = next(i for i in model.graph.input if i.name not in weights)
+    n, c, h, w = (d.dim_param or d.dim_value for d in old.type.tensor_type.shape.dim)
+    new = helper.make_tensor_value_info(f"{old.name}_nhwc", old.type.tensor_type.elem_type,
+                                        [n, h, w, c])
+    model.graph.node.insert(0, helper.make_node("Transpose", [new.name], [old.name],
+                                                perm=[0, 3, 1, 2]))
+    at = list(model.graph.input).index(old)
+    model.graph.input.remove(old)
+    model.graph.input.insert(at, new)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def pooled_classifier(path: Path, shape: tuple[int, int, int, int] = (10, 3, 32, 32),
+                      classes: int = 4) -> Path:
+    """A classifier that averages each channel and mixes the three means into `classes`
+    logits: it runs at any input size, but its file fixes `shape`, a placeholder (batch 10,
+    32x32) of the kind some projects export and rewrite at load."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [shape[0], classes])
+    mix = np.arange(3 * classes, dtype=np.float32).reshape(3, classes) / 100
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["means"]),
+             helper.make_node("MatMul", ["means", "mix"], ["logits"])]
+    return save_model(helper.make_graph(nodes, "pooled", [x], [y],
+                                        [numpy_helper.from_array(mix, "mix")]), path)

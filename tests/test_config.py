@@ -229,7 +229,8 @@ def test_cli_reports_bad_config_with_exit_2_and_no_traceback(workdir: Path) -> N
                                   "rule label not in metadata names", "rung labels differ"])
 def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
     text = GOOD
-    if case == "size contradicts model":
+    if case == "size contradicts model":   # a model that holds its size in a Reshape
+        yolo_constant(workdir / "model.onnx", one_box_pred(), reshape=(1, 3, 64, 64))
         text = text.replace('labels = "labels.txt"', 'labels = "labels.txt"\n\n[model.input]\nsize = [32, 32]')
     elif case == "labels count":
         (workdir / "labels.txt").write_text("a\nb\nc\n")
@@ -262,6 +263,10 @@ def test_model_contradictions_are_user_errors(workdir: Path, case: str) -> None:
         assert "rules[0].labels" in proc.stderr and "defect" in proc.stderr
     if case == "rung labels differ":   # the rung's 3 classes against the config's 2 labels
         assert "other.onnx" in proc.stderr and "labels" in proc.stderr
+    if case == "size contradicts model":
+        assert ("model.input.size: onnxruntime cannot run" in proc.stderr
+                and "[1, 3, 32, 32] instead of the [1, 3, 64, 64] its file declares" in proc.stderr
+                and "remove model.input.size" in proc.stderr), proc.stderr
 
 
 def test_check_prints_summary_of_what_bound(workdir: Path) -> None:
@@ -307,11 +312,55 @@ def test_model_toml_beside_the_model_gives_defaults_the_config_overrides(workdir
     assert cfg.model.input.color == "rgb" and cfg.model.input.scale == 0.25
 
 
+def test_model_toml_beside_a_symlinked_model_is_read(tmp_path: Path, material: Path) -> None:
+    """A device folder of links to shared models keeps its own model.toml beside each link."""
+    shared = material / "models/yolox_nano_coco_416.onnx"
+    (tmp_path / "yolox.onnx").symlink_to(shared)
+    (tmp_path / "model.toml").write_text(
+        f'[model]\nfamily = "yolox"\nlabels = "{material / "models/coco80.names"}"\n\n'
+        '[model.input]\nalign = "top_left"\n')
+    text = GOOD.replace('path = "model.onnx"\nlabels = "labels.txt"', 'path = "yolox.onnx"')
+    text = text.replace('labels = ["defect"]', 'labels = ["person"]')
+    cfg = load_config(write_config(tmp_path / "device.toml", text))
+    assert cfg.model.path == shared.resolve()
+    assert cfg.model.family == "yolox" and cfg.model.input.align == "top_left"
+    assert cfg.model.labels is not None and len(cfg.model.labels) == 80
+
+
+def test_model_toml_beside_the_link_wins_over_the_one_beside_its_target(workdir: Path) -> None:
+    store, device = workdir / "store", workdir / "device"
+    store.mkdir(), device.mkdir()
+    yolo_constant(store / "model.onnx", one_box_pred())
+    (store / "model.toml").write_text("[model]\nconf = 0.6\niou = 0.3\n")
+    (device / "model.onnx").symlink_to(store / "model.onnx")
+    text = GOOD.replace('labels = "labels.txt"', f'labels = "{workdir / "labels.txt"}"')
+    cfg = load_config(write_config(device / "device.toml", text))
+    assert (cfg.model.conf, cfg.model.iou) == (0.6, 0.3)        # the target's card, no other
+    (device / "model.toml").write_text("[model]\nconf = 0.7\n")
+    cfg = load_config(device / "device.toml")
+    assert (cfg.model.conf, cfg.model.iou) == (0.7, 0.45)       # the link's card, alone
+
+
 def test_a_fault_in_model_toml_names_model_toml(workdir: Path) -> None:
     (workdir / "model.toml").write_text('[model]\nconf = "high"\n')
     with pytest.raises(ConfigError) as err:
         load_config(write_config(workdir / "device.toml", GOOD))
     assert str(workdir / "model.toml") in str(err.value) and "model.conf" in str(err.value)
+
+
+def test_an_onnxruntime_failure_keeps_the_part_that_explains_it(workdir: Path) -> None:
+    """The model reshapes its input to [1, 7, -1], which a 64x64 input cannot fill; the reason
+    comes after a C++ source location, well past the first 200 characters of ORT's message."""
+    yolo_constant(workdir / "model.onnx", one_box_pred(), dynamic=True, reshape=(1, 7, -1))
+    text = GOOD.replace('labels = "labels.txt"',
+                        'labels = "labels.txt"\n\n[model.input]\nsize = [64, 64]')
+    proc = edgert("check", str(write_config(workdir / "device.toml", text)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]   # a cold start says "compiling kernels" first
+    assert line.startswith(f"edgert: {workdir / 'device.toml'}: model.input: "), line
+    assert "cannot be reshaped to the requested shape" in line and "{1,3,64,64}" in line, line
+    assert "[ONNXRuntimeError]" not in line and "onnxruntime_src" not in line, line
 
 
 def test_mqtt_defaults_follow_the_device_id_and_hide_the_password(workdir: Path,

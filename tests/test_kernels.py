@@ -71,6 +71,20 @@ def test_fused_matches_reference_geometry(hw, geometry, input_hw):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
+@pytest.mark.parametrize("hw", [(640, 640), (479, 641)], ids=["exact-2x", "general"])
+@pytest.mark.parametrize("twin", [FusedPreprocessor, ReferencePreprocessor],
+                         ids=["fused", "reference"])
+def test_channels_last_holds_the_values_of_channels_first(dtype, hw, twin):
+    """layout = "nhwc" writes the very values of "nchw", channel by channel, into (1, H, W, 3)."""
+    cfg = InputConfig(resize="stretch", color="rgb", **IMAGENET)
+    f = frame(*hw, seed=2)
+    first, _ = twin(cfg, (320, 320), dtype)(f)
+    last, _ = twin(dataclasses.replace(cfg, layout="nhwc"), (320, 320), dtype)(f)
+    assert last.shape == (1, 320, 320, 3)
+    np.testing.assert_array_equal(last.transpose(0, 3, 1, 2), first)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.uint8])
 @pytest.mark.parametrize("color", ["bgr", "rgb"])
 @pytest.mark.parametrize("norm", [dict(), dict(scale=1 / 255), IMAGENET],
                          ids=["identity", "scale", "mean-std"])

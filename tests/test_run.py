@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, edgert, write_config
+from conftest import REPO, edgert, mobilenet_lines, write_config
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
 BASE = """
@@ -150,18 +150,7 @@ def test_skip_policy_publishes_skipped_records(tmp_path: Path) -> None:
 
 def test_classifier_over_an_image_folder_ends_with_the_folder(tmp_path: Path, material: Path) -> None:
     images = material / "images"
-    model_extra = f"""family = "classify"
-labels = "{material / 'models/imagenet1000_simple_labels.txt'}"
-top_k = 3
-conf = 0.0
-
-[model.input]
-resize = "center_crop"
-color = "rgb"
-scale = 0.00392156862745098
-mean = [0.485, 0.456, 0.406]
-std = [0.229, 0.224, 0.225]
-"""
+    model_extra = mobilenet_lines(material, top_k=3)
     cfg = config(tmp_path, url=f"images:{images}", mode="every", source_extra="",
                  model=str(material / "models/mobilenetv2-12-int8.onnx"), model_extra=model_extra)
     proc = edgert("run", str(cfg))
@@ -214,7 +203,8 @@ mean = [0.9921875, 0.9921875, 0.9921875]
     assert max(faces) >= 5 and sum(f > 0 for f in faces) >= 4
 
 
-def test_yolox_over_the_people_video_sees_people(tmp_path: Path, material: Path) -> None:
+def yolox_config(tmp_path: Path, material: Path, url: str) -> Path:
+    """YOLOX-nano as its README describes it (BGR 0..255, top-left letterbox), every frame."""
     model_extra = f"""family = "yolox"
 labels = "{material / 'models/coco80.names'}"
 conf = 0.5
@@ -222,14 +212,29 @@ conf = 0.5
 [model.input]
 align = "top_left"
 """
-    cfg = config(tmp_path, url=f"file:{material / 'videos/intel_one-by-one-person-detection.mp4'}",
-                 mode="every", source_extra="", budget=5000,
-                 model=str(material / "models/yolox_nano_coco_416.onnx"), model_extra=model_extra)
+    return config(tmp_path, url=url, mode="every", source_extra="", budget=5000,
+                  model=str(material / "models/yolox_nano_coco_416.onnx"), model_extra=model_extra)
+
+
+def test_yolox_over_the_people_video_sees_people(tmp_path: Path, material: Path) -> None:
+    cfg = yolox_config(tmp_path, material,
+                       f"file:{material / 'videos/intel_one-by-one-person-detection.mp4'}")
     proc = edgert("run", str(cfg), "--frames", "400", timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = records(proc.stdout)
     people = [sum(d["label"] == "person" for d in r["detections"]) for r in out]
     assert len(out) == 400 and sum(p > 0 for p in people) > 50
+
+
+def test_one_photo_as_the_source_gives_one_decision(tmp_path: Path, material: Path) -> None:
+    cfg = yolox_config(tmp_path, material, f"images:{material / 'images/bus.jpg'}")
+    cfg.write_text(cfg.read_text().replace('mode = "every"\n', ""))   # the default for one image
+    proc = edgert("run", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    out = records(proc.stdout)
+    assert len(out) == 1 and out[0]["status"] == "ok"
+    assert sorted(d["label"] for d in out[0]["detections"]) == ["bus", "person", "person",
+                                                                 "person"]
 
 
 def test_duration_stops_the_run_after_s_seconds_of_frames(tmp_path: Path, const_model) -> None:

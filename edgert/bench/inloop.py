@@ -16,7 +16,7 @@ from edgert.config.types import Config
 from edgert.errors import SourceUnavailable, UsageError
 from edgert.publish import NullOutput
 from edgert.runtime import Runtime
-from edgert.wiring import input_hw
+from edgert.wiring import input_plan
 
 
 def pct(v: list[float] | np.ndarray, q: float) -> float:
@@ -117,7 +117,7 @@ def _report(cfg: Config, rt: Runtime, m: dict[str, list[float]], stages: dict[st
     fps = lambda ms: 1e3 / float(np.mean(ms)) if len(ms) else float("nan")   # noqa: E731
     r: dict[str, Any] = {
         "config": str(cfg.file), "model": str(rt.info.path), "frames": n,
-        "providers": list(rt.info.providers), "input_hw": list(input_hw(cfg, rt.info)),
+        "providers": list(rt.info.providers), "input_hw": list(input_plan(cfg, rt.info).hw),
         "stages_ms": {k: {"p50": pct(v, 50), "p99": pct(v, 99)} for k, v in stages.items()},
         # What a user sees: wall time per decided frame, the source's read and decode included.
         "frame_ms": dist(a["frame"]),

@@ -3,6 +3,7 @@ what edgert must beat on the same model and video."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import cv2
@@ -11,6 +12,7 @@ import onnxruntime as ort
 
 from edgert.config.types import Config
 from edgert.errors import UsageError
+from edgert.infer.inputs import layered
 from edgert.infer.model import session_options
 
 FAMILIES = ("yolov8", "yolox")
@@ -50,6 +52,9 @@ class NaiveLoop:
         shape = session.get_inputs()[0].shape
         hw = (shape[2], shape[3]) if all(isinstance(d, int) for d in shape[2:4]) else None
         hw = hw or cfg.model.input.size or (640, 640)
+        # The input edgert feeds this model, metadata included, so both loops see the same.
+        described, _ = layered(cfg.model.input, session.get_modelmeta().custom_metadata_map or {})
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input=described))
         return cls(cfg, session, tuple(hw))
 
     def read(self) -> np.ndarray:

@@ -13,7 +13,7 @@ from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConf
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
                                  Rung, SecondaryConfig, SerialConfig, ServiceConfig,
                                  SourceConfig, TrackerConfig, UserStageConfig, Zone)
-from edgert.config.types import DIRECTIONS
+from edgert.config.types import DIRECTIONS, IMAGE_SUFFIXES
 from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
 
@@ -96,12 +96,15 @@ def parse_source_url(s: Section, url: str) -> tuple[str, str]:
         if not path.is_file():
             raise s.error("url", f"names {url!r}, but there is no file {path}",
                           "fix the path (relative paths start at the config file)")
-        return "file", str(path)
+        # A still image decodes through cv2.imread, as images: does: FFmpeg's JPEG decoder
+        # differs from it by up to 41 grey levels.
+        return ("images" if path.suffix.lower() in IMAGE_SUFFIXES else "file"), str(path)
     if url.startswith("images:"):
         path = (base / Path(url[7:]).expanduser()).resolve()
-        if not path.is_dir():
-            raise s.error("url", f"names {url!r}, but there is no folder {path}",
-                          "point images: at a folder of image files")
+        if not (path.is_dir() or path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
+            kinds = ", ".join(sorted(e[1:] for e in IMAGE_SUFFIXES))
+            raise s.error("url", f"names {url!r}, but {path} is neither a folder nor an image "
+                          f"file ({kinds})", "point images: at a folder of images or one image")
         return "images", str(path)
     if url.startswith("camera:"):
         index = url[7:]
@@ -117,13 +120,16 @@ def parse_source_url(s: Section, url: str) -> tuple[str, str]:
     if url == "pattern:" or url.startswith("pattern:"):
         return "pattern", url[8:]
     raise s.error("url", f"is {url!r}", "use file:PATH, camera:N, /dev/videoN, rtsp://…, "
-                  "http(s)://…, udp://…, images:DIR, gst:PIPELINE or pattern:")
+                  "http(s)://…, udp://…, images:DIR_OR_IMAGE, gst:PIPELINE or pattern:")
 
 
 def _source(s: Section) -> SourceConfig:
     url = s.str("url", fix='add url = "file:clip.mp4" (or camera:0, rtsp://…, pattern:)')
     kind, target = parse_source_url(s, url)
-    mode = s.str("mode", "latest", choices=("latest", "every"))
+    # One image is one frame: in `latest` mode start-up would take it to warm up on and the
+    # run would end having decided nothing.
+    still = kind == "images" and Path(target).is_file()
+    mode = s.str("mode", "every" if still else "latest", choices=("latest", "every"))
     fps = s.number("fps", None, lo=0.0, hi=1000.0, lo_open=True)
     cfg = SourceConfig(
         url=url, kind=kind, target=target, mode=mode, fps=fps,
@@ -134,6 +140,10 @@ def _source(s: Section) -> SourceConfig:
         size=s.numbers("size", 2, (480, 640), lo=16, hi=8192, integer=True))
     if cfg.loop and kind not in ("file", "images"):
         raise s.error("loop", f"is true for a {kind} source", "loop applies only to file: and images:")
+    if still and mode == "latest" and not cfg.loop:
+        raise s.error("mode", "is 'latest' for a single image, which start-up would take to warm "
+                      "up on, leaving nothing to decide", 'remove mode (a single image is read '
+                      'in "every" mode) or set loop = true')
     if cfg.reopen_max_s < cfg.reopen_initial_s:
         raise s.error("reopen_max_s", f"({cfg.reopen_max_s:g}) is below reopen_initial_s "
                       f"({cfg.reopen_initial_s:g})", "raise it or lower reopen_initial_s")
@@ -141,7 +151,8 @@ def _source(s: Section) -> SourceConfig:
     return cfg
 
 
-def _input(s: Section) -> InputConfig:
+def _input(s: Section, card_keys: frozenset[str] = frozenset()) -> InputConfig:
+    """[model.input]; `card_keys` are those only model.toml set (the rest the device config)."""
     cfg = InputConfig(
         resize=s.str("resize", "letterbox", choices=("letterbox", "stretch", "center_crop")),
         size=s.numbers("size", 2, None, lo=8, hi=8192, integer=True),
@@ -151,7 +162,9 @@ def _input(s: Section) -> InputConfig:
         std=s.numbers("std", 3, (1.0, 1.0, 1.0)),
         pad_value=s.number("pad_value", 114, lo=0, hi=255, integer=True),
         crop_fraction=s.number("crop_fraction", 0.875, lo=0.0, hi=1.0, lo_open=True),
-        align=s.str("align", "center", choices=("center", "top_left")))
+        align=s.str("align", "center", choices=("center", "top_left")),
+        layout=s.str("layout", None, choices=("nchw", "nhwc")),
+        given=tuple(sorted((k, "model.toml" if k in card_keys else "config") for k in s.table)))
     if any(v <= 0 for v in cfg.std):
         raise s.error("std", f"is {list(cfg.std)!r}", "every value must be above 0")
     s.done()
@@ -173,6 +186,15 @@ def _read_toml(file: Path) -> dict:
         raise ConfigError(str(file), "", f"is not valid TOML ({e})", "fix the syntax") from None
 
 
+def model_card(given: Path, resolved: Path) -> Path | None:
+    """The model.toml beside the .onnx as the user named it, else beside the file a symlink
+    names: a folder of links to shared models keeps its own cards."""
+    for folder in dict.fromkeys((given.parent, resolved.parent)):
+        if (folder / MODEL_CARD).is_file():
+            return folder / MODEL_CARD
+    return None
+
+
 def _model(s: Section) -> ModelConfig:
     """[model], over the defaults an optional model.toml beside the .onnx gives.
 
@@ -180,14 +202,15 @@ def _model(s: Section) -> ModelConfig:
     scaling, labels, thresholds), so one model serves many device configs unchanged.
     """
     path = s.path("path", fix="point it at an existing .onnx file")
-    card = path.with_name(MODEL_CARD)
-    if not card.is_file():
+    card = model_card(s.file.parent / Path(s.table["path"]).expanduser(), path)
+    if card is None:
         return _model_values(s, path)
     top = Section(card, "", _read_toml(card))
     base = top.table_("model")
     top.done()
     _model_values(Section(card, "model", dict(base.table)), path)   # its own errors name it
     merged = dict(base.table)
+    card_keys = frozenset(_keys(merged.get("input")) - _keys(s.table.get("input")))
     if isinstance(merged.get("labels"), str):
         merged["labels"] = str((card.parent / merged["labels"]).resolve())
     for key, value in s.table.items():
@@ -197,10 +220,14 @@ def _model(s: Section) -> ModelConfig:
             merged[key] = value
     s.raw("path")
     s._seen.update(s.table)   # read below, through the merged view
-    return _model_values(Section(s.file, s.prefix, merged), path)
+    return _model_values(Section(s.file, s.prefix, merged), path, card_keys)
 
 
-def _model_values(s: Section, path: Path) -> ModelConfig:
+def _keys(table: object) -> set[str]:
+    return set(table) if isinstance(table, dict) else set()
+
+
+def _model_values(s: Section, path: Path, card_keys: frozenset[str] = frozenset()) -> ModelConfig:
     family = s.str("family", "yolov8")
     if family not in FAMILIES:
         _check_user_decoder(s, family)
@@ -222,7 +249,7 @@ def _model_values(s: Section, path: Path) -> ModelConfig:
         iou=s.number("iou", 0.45, lo=0.0, hi=1.0, lo_open=True),
         max_det=s.number("max_det", 100, lo=1, hi=10000, integer=True),
         top_k=s.number("top_k", 5, lo=1, hi=1000, integer=True),
-        input=_input(s.table_("input")),
+        input=_input(s.table_("input"), card_keys),
         secondary=tuple(_secondary(t) for t in s.tables("secondary")),
         stage=_user_stage(s.table_("stage")) if s.has("stage") else None)
     names = [sec.name for sec in cfg.secondary]

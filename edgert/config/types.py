@@ -8,6 +8,9 @@ from typing import Mapping
 
 Point = tuple[float, float]
 
+# Still images: `images:` reads them, and `file:` hands them to the same reader (not FFmpeg).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
@@ -15,6 +18,7 @@ class SourceConfig:
 
     url: str                    # as written by the user, for messages
     kind: str                   # file | camera | v4l | network | gstreamer | images | pattern
+                                # (images: a folder of images, or one image file)
     target: str                 # path, device index, URL or pipeline, resolved against the config
     mode: str = "latest"        # latest | every
     fps: float | None = None    # pattern rate (default 30) and a cap for any source
@@ -38,6 +42,10 @@ class InputConfig:
     pad_value: int = 114
     crop_fraction: float = 0.875
     align: str = "center"              # letterbox placement: center | top_left
+    layout: str | None = None          # nchw | nhwc; None: read from the file's input shape
+    # The keys the device config or model.toml set, as (key, "config" | "model.toml"): the
+    # model's metadata fills in only the others, and check and the ready line say which is which.
+    given: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

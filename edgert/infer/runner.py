@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgert.clock import monotonic
+from edgert.infer.messages import ort_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,6 @@ class InferenceRunner:
             took = monotonic() - t0
             if self._options.terminate:
                 return RunResult(None, took, stopped=True)
-            return RunResult(None, took, str(e).strip().splitlines()[0][:200])
+            return RunResult(None, took, ort_message(e))
         self.last_run_s = took = monotonic() - t0
         return RunResult(outputs, took)

@@ -32,12 +32,17 @@ _STORAGE = {np.dtype(np.float32): np.float32, np.dtype(np.float16): np.uint16,
             np.dtype(np.uint8): np.uint8}
 
 
-def _signature(out: nt.Type) -> nt.Type:
+def _plane(out: nt.Type, planar: bool) -> nt.Type:
+    """An output plane: a contiguous row of a CHW tensor, or every third value of an HWC one."""
+    return out[:, ::1] if planar else out[:, :]
+
+
+def _signature(out: nt.Type, planar: bool = True) -> nt.Type:
     u32_1d, u32_2d = nt.uint32[::1], nt.uint32[:, ::1]
     frame = nt.Array(nt.uint8, 2, "C", readonly=True)    # sources hand out read-only frames
+    p = _plane(out, planar)
     return nt.void(frame, u32_2d, u32_2d, u32_1d, u32_1d, u32_1d, u32_1d, nt.boolean,
-                   nt.int64, nt.int64, out[:, ::1], out[:, ::1], out[:, ::1], out[:, ::1],
-                   nt.int64, nt.int64, u32_1d)
+                   nt.int64, nt.int64, out[:, ::1], p, p, p, nt.int64, nt.int64, u32_1d)
 
 
 @numba.njit(**_JIT)
@@ -92,11 +97,11 @@ def _resize_into(src, rows, row_w, j0, j1, a0, a1, two_tap, col0, ncols, lut, ds
                         ob, og, orr)
 
 
-def _halve_signature(out: nt.Type) -> nt.Type:
+def _halve_signature(out: nt.Type, planar: bool = True) -> nt.Type:
     frame = nt.Array(nt.uint8, 2, "C", readonly=True)
+    p = _plane(out, planar)
     return nt.void(frame, nt.int64, nt.int64, nt.int64, nt.int64, nt.boolean, nt.float32[::1],
-                   out[:, ::1], out[:, ::1], out[:, ::1], out[:, ::1], nt.int64, nt.int64,
-                   nt.uint16[::1])
+                   out[:, ::1], p, p, p, nt.int64, nt.int64, nt.uint16[::1])
 
 
 def _halve_into(src, y0, x0, rh, rw, affine, gain_bias, lut, dst_b, dst_g, dst_r, top, left,
@@ -139,13 +144,17 @@ _NUMBA_TYPE = {np.float32: nt.float32, np.uint16: nt.uint16, np.uint8: nt.uint8}
 _BUILT: list = []   # every kernel dispatcher made so far, for kernels_from_cache
 
 
+def kernels(storage: type, planar: bool = True) -> tuple:
+    """The general and the exact-2× kernel for one storage dtype and layout (`planar`: NCHW;
+    else the strided planes of NHWC), compiled (or loaded from the cache) now."""
+    return _kernels(storage, planar)   # one cache entry however the caller spells the call
+
+
 @functools.cache
-def kernels(storage: type) -> tuple:
-    """The general and the exact-2× kernel for one storage dtype, compiled (or loaded from the
-    cache) now."""
+def _kernels(storage: type, planar: bool) -> tuple:
     t = _NUMBA_TYPE[storage]
-    made = (numba.njit([_signature(t)], **_JIT)(_resize_into),
-            numba.njit([_halve_signature(t)], **_JIT)(_halve_into))
+    made = (numba.njit([_signature(t, planar)], **_JIT)(_resize_into),
+            numba.njit([_halve_signature(t, planar)], **_JIT)(_halve_into))
     _BUILT.extend(made)
     return made
 
@@ -209,7 +218,8 @@ class _Plan:
 
 
 class FusedPreprocessor:
-    """Frame → (1, 3, H, W) tensor in one numba pass; drop-in for `ReferencePreprocessor`.
+    """Frame → (1, 3, H, W) tensor (or (1, H, W, 3) for `layout = "nhwc"`) in one numba pass;
+    drop-in for `ReferencePreprocessor`.
 
     The tensor is allocated once and returned on every call: the caller reads it before the next
     call and never writes it (the letterbox padding is filled only when the frame size changes).
@@ -221,15 +231,16 @@ class FusedPreprocessor:
             raise ValueError(f"FusedPreprocessor writes float32, float16 or uint8 tensors, "
                              f"not {self.dtype}")
         ih, iw = input_hw
-        self.tensor = np.empty((1, 3, ih, iw), self.dtype)
+        planar = cfg.layout != "nhwc"
+        self.tensor = np.empty((1, 3, ih, iw) if planar else (1, ih, iw, 3), self.dtype)
         storage = self.tensor.view(_STORAGE[self.dtype])[0]
         # Source channel k (B, G, R) lands in plane `planes[k]`; the LUT row k carries that
         # plane's (x * scale - mean) / std, computed with the reference's dtype arithmetic.
         channels = [2, 1, 0] if cfg.color == "rgb" else [0, 1, 2]
         planes = [channels.index(k) for k in range(3)]
-        self._dst = tuple(storage[p] for p in planes)
+        self._dst = tuple(storage[p] if planar else storage[:, :, p] for p in planes)
         self._lut = self._build_lut(cfg, self.dtype)[planes].view(_STORAGE[self.dtype]).copy()
-        self._resize, self._halve = kernels(_STORAGE[self.dtype])
+        self._resize, self._halve = kernels(_STORAGE[self.dtype], planar)
         self._affine, self._gain_bias = self._affine_terms(cfg, self.dtype)
         self._gain_bias = self._gain_bias.reshape(2, 3)[:, planes].reshape(6).copy()
         self._plan: _Plan | None = None

@@ -14,6 +14,7 @@ import onnx
 
 from edgert.errors import UsageError
 from edgert.frame import Detections, Frame
+from edgert.infer.inputs import plan_input
 from edgert.infer.model import load_model
 from edgert.postprocess import make_decoder
 from edgert.preprocess import ReferencePreprocessor
@@ -80,10 +81,13 @@ def run_quantize(model: Path, calib: Path, out: Path, *, config: Path | None = N
     if info.input_dtype != np.float32:
         raise UsageError(f"{model}: the input is {info.input_dtype}, not float32; quantize the "
                          "float32 export of this model")
-    input_hw = model_cfg.input.size or info.static_hw
-    if input_hw is None:
-        raise UsageError(f"{model}: the input size is dynamic; set model.input.size = [H, W] in "
-                         "model.toml or the --config file")
+    # The metadata is layered in already (describe). Quantizing rewrites no input shape.
+    plan = plan_input(model_cfg.input, model, info.input_shape, {}, str(config or model))
+    if plan.rewrite_key is not None:
+        raise UsageError(f"{config or model}: {plan.rewrite_key} asks for an input of "
+                         f"{list(plan.dims)}, but {model} fixes {list(info.input_shape)}; "
+                         "quantize the model at the shape its file declares")
+    input_hw, model_cfg = plan.hw, dataclasses.replace(model_cfg, input=plan.input)
     classify = model_cfg.family == "classify"
     if classify:   # top-1 agreement: the best class, whatever its score
         model_cfg = dataclasses.replace(model_cfg, conf=0.0, top_k=1)

@@ -1,4 +1,4 @@
-"""A folder of still images as a finite video, for calibration sets and bench fixtures."""
+"""A folder of still images, or one image, as a finite video: decoded by cv2.imread, exactly."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgert.config.types import SourceConfig
+from edgert.config.types import IMAGE_SUFFIXES, SourceConfig
 from edgert.clock import Clock
 from edgert.errors import SourceError, SourceUnavailable
 from edgert.source.base import Shot, redact
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+EXTENSIONS = IMAGE_SUFFIXES
 
 
 class ImageFolderReader:
-    """The folder's image files sorted by name; the listing is taken again on every open."""
+    """The folder's image files sorted by name, or the one image `target` names; the listing is
+    taken again on every open."""
 
     live = False
 
@@ -29,6 +30,8 @@ class ImageFolderReader:
         self._next = 0
 
     def _listing(self) -> list[Path]:
+        if self.folder.suffix.lower() in EXTENSIONS and self.folder.is_file():
+            return [self.folder]
         try:
             names = sorted(os.listdir(self.folder))
         except OSError:
@@ -38,19 +41,22 @@ class ImageFolderReader:
 
     def validate(self) -> None:
         where = f"source {self.description}"
-        if not self.folder.is_dir():
-            raise SourceUnavailable(f"{where}: there is no folder {self.folder}; "
-                                    "fix source.url or create it")
+        kinds = ", ".join(sorted(e[1:] for e in EXTENSIONS))
+        if not self.folder.is_dir() and not self.folder.is_file():
+            raise SourceUnavailable(f"{where}: there is no folder (or image file) "
+                                    f"{self.folder}; fix source.url or create it")
+        if self.folder.is_file() and not self._listing():
+            raise SourceUnavailable(f"{where}: {self.folder} is not an image file ({kinds}); "
+                                    "fix source.url")
         if not self._listing():
-            kinds = ", ".join(sorted(e[1:] for e in EXTENSIONS))
             raise SourceUnavailable(f"{where}: the folder {self.folder} has no image files "
                                     f"({kinds}); put images there or fix source.url")
 
     def open(self) -> None:
         self._files, self._next = self._listing(), 0
         if not self._files:
-            raise SourceUnavailable(f"source {self.description}: the folder {self.folder} "
-                                    "has no image files any more")
+            raise SourceUnavailable(f"source {self.description}: {self.folder} holds no image "
+                                    "any more")
 
     def read(self, into: np.ndarray | None) -> Shot | None:
         if self._next >= len(self._files):
