@@ -102,11 +102,16 @@ class SecondaryStage:
         wanted = wanted[:self.cfg.max_crops]
         image, hw = t.frame.image, (t.frame.height, t.frame.width)
         done, ok = 0, True
+        # After many frames on which not even one crop fitted, one crop runs whatever the
+        # estimate says: a cost learned on a busy spell must not shut the stage for good.
+        probe = probe or self.costs.probe()
         while done < wanted.size:
             left = t.deadline.at - now() - reserve_s
             k = self._fit(left, wanted.size - done)
             if k == 0 and probe:
                 k, probe = 1, False   # the learned costs may be stale: one run to learn from
+            elif k == 0 and done == 0:
+                self.costs.fits("one", left)   # counts the refusal towards the next probe
             if k == 0 or left <= 0.0:
                 break
             rows = wanted[done:done + k]
