@@ -43,10 +43,13 @@ def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
     """A rule naming a label the model does not have would silently never fire."""
-    if not labels:   # a user decoder that names no labels: nothing to check against
-        return
     for i, rule in enumerate(cfg.rules):
         for lab in rule.labels:
+            if not labels:   # a decoder of one's own, and nothing names its classes
+                raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, but "
+                                  "the model has no labels (model.labels is not set and its "
+                                  "metadata has no 'names')", "set model.labels to a text file "
+                                  "with one label per line, in class id order")
             if lab not in labels:
                 shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
                 raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, which the "

@@ -49,11 +49,17 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return out
 
 
+def unnamed_labels(classes: int) -> tuple[str, ...]:
+    """Names for a model nobody named the classes of: `class_0` … (a bare "0" reads as a count
+    in `edgert check` and as a number beside real names in records)."""
+    return tuple(f"class_{i}" for i in range(classes))
+
+
 def resolve_labels(cfg: ModelConfig, info: ModelInfo, classes: int) -> tuple[str, ...]:
-    """Labels from config, else the model's metadata, else numbers; a count mismatch is an error."""
+    """Labels from config, else the model's metadata, else class_0 …; a count mismatch is an error."""
     labels = cfg.labels or info.names
     if labels is None:
-        return tuple(str(i) for i in range(classes))
+        return unnamed_labels(classes)
     if len(labels) != classes:
         src = "model.labels" if cfg.labels else "the model's metadata 'names'"
         raise ModelError(f"{info.path}: the model has {classes} classes but {src} lists "

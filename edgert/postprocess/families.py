@@ -36,8 +36,7 @@ def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int],
         e2e = _end2end(info)
         if e2e is not None:
             n = len(cfg.labels or info.names or ()) or 80
-            return EndToEndDecoder(resolve_labels(cfg, info, n) if (cfg.labels or info.names)
-                                   else tuple(map(str, range(n))), e2e, cfg.conf, cfg.max_det)
+            return EndToEndDecoder(resolve_labels(cfg, info, n), e2e, cfg.conf, cfg.max_det)
         for i, shp in enumerate(shapes):
             dims = _ints(shp[1:])
             if len(shp) == 3 and dims and 5 <= dims[0] < dims[1]:
@@ -83,4 +82,6 @@ def make_decoder(cfg: ModelConfig, info: ModelInfo, input_hw: tuple[int, int],
     # Anything else was checked at config load to be an importable "module:function".
     labels = cfg.labels or info.names or ()
     ctx = DecodeContext(input_hw, info.output_names, labels, cfg.conf, dict(info.metadata))
-    return UserDecoder(load_callable(fam), ctx, cfg.iou, cfg.max_det, fam)
+    named_by = ("model.labels" if cfg.labels else "the model's metadata 'names'" if info.names
+                else "")
+    return UserDecoder(load_callable(fam), ctx, cfg.iou, cfg.max_det, fam, named_by)
