@@ -56,7 +56,8 @@ def unnamed_labels(classes: int) -> tuple[str, ...]:
 
 
 def resolve_labels(cfg: ModelConfig, info: ModelInfo, classes: int) -> tuple[str, ...]:
-    """Labels from config, else the model's metadata, else class_0 …; a count mismatch is an error."""
+    """Labels from config, else the model's metadata, else class_0 …; a count mismatch is an
+    error."""
     labels = cfg.labels or info.names
     if labels is None:
         return unnamed_labels(classes)
@@ -67,6 +68,12 @@ def resolve_labels(cfg: ModelConfig, info: ModelInfo, classes: int) -> tuple[str
     return labels
 
 
-def no_output(info: ModelInfo, family: str, wanted: str) -> ModelError:
+def no_output(info: ModelInfo, family: str, wanted: str, fits: Sequence[str] = ()) -> ModelError:
+    """The outputs, by name and shape, and which family reads them, if a built-in one does."""
+    outputs = ", ".join(f"{n} {list(s)}" for n, s in zip(info.output_names, info.output_shapes))
+    others = [f for f in fits if f != family]
+    hint = (f"the outputs fit family {' or '.join(map(repr, others))}" if others else
+            "no built-in family reads these outputs; a decoder of your own can "
+            "(docs/models.md, \"A decoder of your own\")")
     return ModelError(f"{info.path}: family {family!r} needs {wanted}, but the outputs are "
-                      f"{[list(s) for s in info.output_shapes]}; check model.family")
+                      f"{outputs}; check model.family: {hint}")

@@ -59,6 +59,9 @@ def load_callable(spec: str) -> Callable[..., Any]:
 
 
 class UserDecoder:
+    """A decoder of one's own behind the built-in decoders' protocol; its result is checked
+    against the contract on every frame, so a mistake is named instead of mis-published."""
+
     def __init__(self, fn: Callable[..., Any], ctx: DecodeContext, iou: float, max_det: int,
                  name: str = "", named_by: str = "") -> None:
         self.fn, self.ctx, self.labels = fn, ctx, ctx.labels
@@ -79,7 +82,8 @@ class UserDecoder:
         n = scores.shape[0]
         if boxes.shape[0] != n or class_ids.shape[0] != n:
             raise DecoderError(f"decoder {self.name} returned {boxes.shape[0]} boxes, {n} scores "
-                               f"and {class_ids.shape[0]} class ids; give one of each per detection")
+                               f"and {class_ids.shape[0]} class ids; give one of each per "
+                               "detection")
         keep = scores >= self.ctx.conf
         if kp is not None:
             kp = self._keypoints(kp, n)
@@ -101,8 +105,8 @@ class UserDecoder:
         high = int(class_ids.max())
         if n and high >= n:
             raise DecoderError(f"decoder {self.name} gave class_id {high}, but {self.named_by} "
-                               f"has {n} label{'s' * (n != 1)} (ids 0 to {n - 1}); fix the decoder or the "
-                               "labels")
+                               f"has {n} label{'s' * (n != 1)} (ids 0 to {n - 1}); fix the "
+                               "decoder or the labels")
 
     def _unpack(self, out: Any) -> tuple[Any, Any, Any, Any]:
         """A 3- or 4-sequence (a DecodeResult is one) or a dict with the same names."""
