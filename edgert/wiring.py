@@ -42,8 +42,16 @@ def input_hw(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
 
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
-    """A rule naming a label the model does not have would silently never fire."""
+    """What rules ask of the model (labels, and boxes for zones and lines), checked once its
+    outputs are known to fit `model.family`, so a detector mistaken for a classifier is told
+    about its family, not a rule's zone: a rule on a label the model does not have, or on
+    boxes a classifier has none of, would silently never fire."""
     for i, rule in enumerate(cfg.rules):
+        for key, ref in (("zone", rule.zone), ("crosses", rule.crosses)):
+            if ref is not None and cfg.model.family == "classify":
+                raise ConfigError(str(cfg.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
+                                  "needs boxes, but a classify model has none",
+                                  f"remove {key} from this rule")
         for lab in rule.labels:
             if not labels:   # a decoder of one's own, and nothing names its classes
                 raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, but "

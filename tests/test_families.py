@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import edgert, write_config
 from onnx_models import rows_per_pixel, yolo_constant
 
 from edgert.config.types import InputConfig, ModelConfig
@@ -152,3 +153,37 @@ def test_a_real_classifier_still_reads_as_one(material: Path) -> None:
     _, info = load_model(path)
     decoder = make_decoder(ModelConfig(path=path, family="classify"), info, (224, 224))
     assert len(decoder.labels) == 1000 and decoder.output_name == "output"
+
+
+ZONE_RULE = """
+[[zones]]
+name = "gate"
+polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]
+
+[[rules]]
+name = "in-gate"
+zone = "gate"
+action = "stop"
+"""
+
+
+def zone_config(tmp: Path, model: Path) -> Path:
+    return write_config(tmp / "d.toml", f'device_id = "z"\n[source]\nurl = "pattern:"\n[model]\n'
+                        f'path = "{model}"\nfamily = "classify"\n[fail_safe]\naction = "stop"\n'
+                        + ZONE_RULE)
+
+
+def test_a_zone_rule_does_not_hide_that_the_outputs_are_a_detectors(tmp_path: Path) -> None:
+    # The mistake is the family; the zone rule is only fine for the family actually meant.
+    model = yolo_constant(tmp_path / "det.onnx", np.zeros((1, 6, 8), np.float32))
+    proc = edgert("check", str(zone_config(tmp_path, model)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "family 'classify' needs" in proc.stderr and "fit family 'yolov8'" in proc.stderr
+    assert "rules[0].zone" not in proc.stderr
+
+
+def test_a_zone_rule_on_a_real_classifier_is_still_refused(tmp_path: Path, material: Path) -> None:
+    proc = edgert("check", str(zone_config(tmp_path, material / "models/mobilenetv2-12-int8.onnx")))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("rules[0].zone: of rule 'in-gate' needs boxes, but a classify model has none; "
+            "remove zone from this rule") in proc.stderr

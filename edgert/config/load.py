@@ -60,7 +60,7 @@ def load_config(path: str | Path) -> Config:
     outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
     service = _service(top.table_("service"))
     top.done()
-    _cross_check(top, zones, lines, rules, model, outputs)
+    _cross_check(top, zones, lines, rules, outputs)
     _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
                   fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, tracker=tracker,
@@ -618,7 +618,7 @@ def _check_serial_url(s: Section, port: str) -> None:
             raise s.error("port", f"is {port!r}", "write socket://HOST:PORT with a port from 1 to 65535")
 
 
-def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
+def _cross_check(top: Section, zones, lines, rules, outputs) -> None:
     """Settings that are fine alone but contradict each other."""
     for kind, items in (("zones", zones), ("lines", lines), ("rules", rules)):
         seen: set[str] = set()
@@ -645,10 +645,6 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
                     raise ConfigError(str(top.file), f"rules[{i}].direction", f"of rule "
                                       f"{rule.name!r} is {rule.direction!r}, which never happens "
                                       f"on line {ref!r}", f"use {' or '.join(across)} or 'any'")
-            if ref is not None and model.family == "classify":
-                raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
-                                  "needs boxes, but a classify model has none",
-                                  f"remove {key} from this rule")
     paths = [o.path for o in outputs if o.path is not None]
     if len(paths) != len(set(paths)):
         raise ConfigError(str(top.file), "outputs", "two jsonl outputs write the same file",
