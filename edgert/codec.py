@@ -50,8 +50,7 @@ def _det(x: Det) -> dict[str, Any]:
     if x.keypoints is not None:
         d["keypoints"] = x.keypoints   # tuples of (x, y, score): JSON arrays as they are
     if x.attributes is not None:
-        d["attributes"] = {name: {"label": a.label, "class_id": a.class_id, "score": a.score}
-                           for name, a in x.attributes.items()}
+        d["attributes"] = {name: _attr(a) for name, a in x.attributes.items()}
     return d
 
 
@@ -64,8 +63,18 @@ def _det_from(d: dict[str, Any]) -> Det:
                    (float(p[0]), float(p[1]), None if p[2] is None else float(p[2]))
                    for p in kps),
                None if attrs is None else {
-                   name: Attr(a["label"], int(a["class_id"]), float(a["score"]))
+                   name: Attr(a.get("label", ""), int(a.get("class_id", -1)),
+                              float(a.get("score", 0.0)), a.get("skipped"))
                    for name, a in attrs.items()})
+
+
+def _attr(a: Attr) -> dict[str, Any]:
+    """A secondary model's result; one it did not run on says only why."""
+    d: dict[str, Any] = ({"label": a.label, "class_id": a.class_id, "score": a.score}
+                         if a.label else {})
+    if a.skipped:
+        d["skipped"] = a.skipped
+    return d
 
 
 def event_dict(e: Event) -> dict[str, Any]:

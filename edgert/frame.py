@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
-from edgert.records import Det
+from edgert.records import Attr, Det
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Detections:
     labels: tuple[str, ...]  # label names indexed by class id
     track_ids: np.ndarray | None = None   # (N,) int64 where tracking is on; -1: no track (yet)
     keypoints: np.ndarray | None = None   # (N, K, 2 or 3) float32 x, y[, score] where given
+    # Per detection, what secondary models said (None: no secondary model looked at it).
+    attributes: tuple[Mapping[str, Attr] | None, ...] | None = None
 
     def __post_init__(self) -> None:
         n = self.scores.shape[0]
@@ -77,6 +80,13 @@ class Detections:
         return label_of(int(self.class_ids[i]), self.labels)
 
     def to_dets(self) -> tuple[Det, ...]:
+        dets = self._plain_dets()
+        if self.attributes is None:
+            return dets
+        return tuple(d if a is None else d._replace(attributes=a)
+                     for d, a in zip(dets, self.attributes))
+
+    def _plain_dets(self) -> tuple[Det, ...]:
         """As record values. Whole arrays go to Python at once: per-element numpy scalars
         would cost more than the rest of the record."""
         ids = self.class_ids.tolist()

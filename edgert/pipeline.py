@@ -15,16 +15,21 @@ from edgert.decide import Outcome, RuleEngine
 from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner
+from edgert.infer.secondary import SecondaryStage, run_all
+from edgert.infer.stage import UserStage
+from edgert.publish.herald import SEND_MARGIN_S
 from edgert.postprocess import Decoder
 from edgert.preprocess import Transform
 
 Preprocess = Callable[[Frame], "tuple[np.ndarray, Transform]"]
 
 # What must still run after each stage before the record can go out.
+# The secondary stage is not among them: it shrinks to what is left, down to nothing.
 _AFTER = {"preprocess": ("infer", "postprocess", "decide", "publish"),
           "infer": ("postprocess", "decide", "publish"),
           "postprocess": ("decide", "publish"),
           "decide": ("publish",)}
+_AFTER_SECONDARY = ("decide", "publish")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,8 @@ class Pipeline:
         # The numba decoder drops non-finite values itself; any other is checked here.
         self._decoder_finite = getattr(decoder, "outputs_finite", False)
         self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
+        self.secondaries: tuple[SecondaryStage, ...] = ()   # models on crops, shared by rungs
+        self.user_stage: UserStage | None = None             # the user's cascade, after them
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
         self.rules.missed(t.frame.media_s)   # the tracker coasts; no rule state moves
@@ -84,6 +91,17 @@ class Pipeline:
             return self._overrun(t, "predicted", stage)
         t.enter(stage, now)
         return None
+
+    def _secondary(self, t: Ticket, det: Detections, reserve: float,
+                   probe: bool) -> tuple[Detections, str | None]:
+        """Models on crops, then the user's stage: the detections, and what stopped them."""
+        if self.secondaries and len(det):
+            det, in_time = run_all(self.secondaries, t, det, reserve, self.clock.now, probe)
+            if not in_time:
+                return det, "deadline"
+        if self.user_stage is not None:
+            return self.user_stage(t, det, reserve, self.clock.now)
+        return det, None
 
     def process(self, t: Ticket) -> FrameResult:
         """Run the stages for `t` unless its deadline passes or a stage is expected not to fit.
@@ -127,6 +145,18 @@ class Pipeline:
         t3 = now()
         t.done("postprocess", (t3 - t2) * 1e3)
         costs.observe("postprocess", t3 - t2)
+        if (self.secondaries and len(detections)) or self.user_stage is not None:
+            t.enter("secondary", t3)
+            reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
+            detections, failed = self._secondary(t, detections, reserve, probe)
+            t4 = now()
+            t.done("secondary", (t4 - t3) * 1e3)
+            costs.observe("secondary", t4 - t3, stopped=failed == "deadline")
+            if failed == "deadline":
+                return self._overrun(t, "deadline", "secondary")
+            if failed is not None:
+                return self._overrun(t, "error", "secondary", failed)
+            t3 = t4
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop

@@ -25,6 +25,9 @@ class Attr(NamedTuple):
     label: str
     class_id: int
     score: float
+    # Not a result: "budget" (the deadline would not allow the run), "max_crops" (more crops
+    # than allowed), "error"; "low_score": below the secondary's conf (label and score kept).
+    skipped: str | None = None
 
 
 Keypoint = tuple[float, float, float | None]   # x, y in frame pixels; score None: not given

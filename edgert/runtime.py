@@ -83,9 +83,9 @@ class Runtime:
         # The sender opens the outputs while the model loads; its mistakes come back at ready.
         herald = SenderProcess.spawn(cfg, run_id, realtime=cfg.runtime.guard_priority == "realtime")
         try:
-            before = _threads()
+            before = thread_ids()
             rungs, info = build_rungs(cfg, clock)
-            workers = _threads() - before   # onnxruntime's thread pools, made with the sessions
+            workers = thread_ids() - before   # onnxruntime's thread pools, made with the sessions
             source = open_source(cfg.source, clock)
             herald.wait_ready()
         except BaseException:
@@ -120,6 +120,28 @@ class Runtime:
         self._warm_hw = image.shape[:2]
         if self.ladder is None:
             self.ladder = Ladder(self.cfg.runtime.ladder, self.budget_s, baseline)
+
+    def reconfigure(self, cfg: Config, rules: Any, built: tuple | None = None) -> None:
+        """A reload, between two frames: `cfg` in force, `rules` (a RuleEngine that took over
+        the old one's state) on every rung, and with `built` (rungs, info, baseline, pool
+        threads: a new model, warmed up) the new rungs and a new ladder."""
+        if built is not None:
+            old = self.rungs
+            self.rungs, self.info, baseline, workers = built
+            self.ladder = Ladder(cfg.runtime.ladder, cfg.runtime.budget_ms / 1e3, baseline)
+            if self.loop_priority == "realtime" and not cfg.runtime.spin_wait:
+                _raise(workers)
+            self.workers = workers
+            # Freeing sessions joins their pool threads: not on the loop's time.
+            threading.Thread(target=old.clear, name="edgert-free", daemon=True).start()
+            del old
+            self._report_state()   # the new model's providers may bind differently
+        elif self.ladder is not None:
+            self.ladder.budget_s = cfg.runtime.budget_ms / 1e3
+        for pipeline in self.rungs:   # one engine shared by every rung, as at start
+            pipeline.rules = rules
+        self.cfg = cfg
+        self.budget_s = cfg.runtime.budget_ms / 1e3
 
     # One frame.
 
@@ -213,7 +235,8 @@ class Runtime:
             return
         # The rung's typical inference now (its learned median), not this frame's: one
         # frame's jitter must not decide a climb.
-        infer_s = pipeline.costs.expected("infer") or t.latency_ms.get("infer", 0.0) / 1e3
+        infer_s = (pipeline.costs.expected("infer") or t.latency_ms.get("infer", 0.0) / 1e3) \
+            + pipeline.costs.expected("secondary")
         total_s = (self.clock.now() - t.frame.arrival_s) if ok else 0.0
         switch = ladder.record(not ok, infer_s, total_s)
         if switch is None:
@@ -383,12 +406,23 @@ class Runtime:
         guard = self._guard
         s.extra["guard"] = {"priority": guard.priority if guard else "off",
                             "fired": guard.fired if guard else 0,
-                            "runs_stopped": sum(p.runner.terminated for p in self.rungs)}
+                            "runs_stopped": sum(p.runner.terminated for p in self.rungs)
+                            + sum(r.terminated for r in self._secondary_runners())}
+        if self.pipeline.secondaries:
+            s.extra["secondary"] = {sec.name: {"runs": sec.runs, "crops": sec.crops_run,
+                                               "frames_cut_short": sec.cut_short,
+                                               "errors": sec.errors}
+                                    for sec in self.pipeline.secondaries}
         s.extra["expected_ms"] = {p.name: p.costs.snapshot() for p in self.rungs}
         if self.ladder is not None and self.ladder.top:
             s.extra["ladder"] = {"switches": self.ladder.switches, "rung": self.pipeline.name,
                                  "frames": {p.name: n for p, n in
                                             zip(self.rungs, self.ladder.frames)}}
+
+    def _secondary_runners(self) -> list:
+        p = self.pipeline
+        return [sec.runner for sec in p.secondaries] + \
+            ([s.runner for s in p.user_stage.sessions.values()] if p.user_stage else [])
 
     def close(self) -> None:
         if self._guard is not None:
@@ -404,7 +438,7 @@ class Runtime:
         self.notifier.close()
 
 
-def _threads() -> set[int]:
+def thread_ids() -> set[int]:
     try:
         return {int(t) for t in os.listdir("/proc/self/task")}
     except OSError:
@@ -418,17 +452,20 @@ def _loop_realtime(workers: set[int]) -> bool:
     holds it, or stall an operator (and so a stop at the deadline, checked between operators)
     by preempting the worker that has the other half of it. Pool threads that spin-wait
     (`runtime.spin_wait`) are left alone: spinning at real-time priority would take a core."""
-    param = os.sched_param(LOOP_RT_PRIORITY)
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, param)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(LOOP_RT_PRIORITY))
     except (AttributeError, PermissionError, OSError):   # said once, in the ready line
         return False
-    for tid in workers:
+    _raise(workers)
+    return True
+
+
+def _raise(threads: set[int]) -> None:
+    for tid in threads:
         try:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(LOOP_RT_PRIORITY))
         except OSError:   # gone already
             pass
-    return True
 
 
 def _stats_dict(stats: object) -> dict[str, Any]:

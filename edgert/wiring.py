@@ -19,7 +19,11 @@ from edgert.frame import Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner, ModelInfo, load_model
 from edgert.pipeline import Pipeline, Preprocess
+from edgert.infer.secondary import SecondaryStage, classify_reader, user_reader
+from edgert.infer.stage import UserSession, UserStage
 from edgert.postprocess import make_decoder
+from edgert.postprocess.base import resolve_labels
+from edgert.preprocess.crops import CropPreprocessor
 from edgert.preprocess import ReferencePreprocessor
 from edgert.publish.herald import new_board
 
@@ -81,8 +85,46 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, 
                     cfg.runtime.cost_quantile), info
 
 
+def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
+    """One [[model.secondary]]: its session, crop buffers (a batch where the model takes one)
+    and how its outputs become an attribute."""
+    sec, key = cfg.model.secondary[i], f"model.secondary[{i}]"
+    for lab in sec.on:
+        if primary and lab not in primary:
+            raise ConfigError(str(cfg.file), f"{key}.on", f"names {lab!r}, which the primary "
+                              "model does not have", "use labels of the primary model")
+    session, info = load_model(sec.model.path, cfg.runtime, str(cfg.file))
+    hw = input_hw(cfg, info, sec.model, key)
+    dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
+    if dtype not in (np.float32, np.uint8):
+        raise ModelError(f"{info.path}: a secondary model's input must be float32 or uint8, "
+                         f"not {np.dtype(dtype).name}")
+    n = info.input_shape[0]
+    batch = sec.max_crops if not isinstance(n, int) else n
+    if batch != 1 and batch != sec.max_crops:
+        raise ModelError(f"{info.path}: the input's batch is fixed at {n}; {key}.max_crops must "
+                         f"be {n}, or the model exported with a dynamic batch (or of 1)")
+    if sec.model.family == "classify":
+        shape = info.output_shapes[0]
+        classes = shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+        if classes is None:
+            raise ModelError(f"{info.path}: {key}.family 'classify' needs an output shaped "
+                             f"[N, classes], but it is {list(shape)}; use a decoder of your own")
+        labels = resolve_labels(sec.model, info, classes)
+        read = classify_reader(0)
+    else:
+        from edgert.postprocess.user import DecodeContext, load_callable
+        labels = sec.model.labels or info.names or ()
+        ctx = DecodeContext(hw, info.output_names, labels, sec.model.conf, info.metadata)
+        read = user_reader(load_callable(sec.model.family), ctx)
+    crops = CropPreprocessor(sec.model.input, hw, dtype, batch, sec.padding)
+    return SecondaryStage(sec, InferenceRunner(session, info.input_name), crops, read, labels,
+                          batch, cfg.runtime.cost_quantile)
+
+
 def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
-    """The main model's pipeline and one per ladder rung, sharing one rule engine."""
+    """The main model's pipeline and one per ladder rung, sharing one rule engine and the
+    secondary models."""
     rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
     main, info = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
     check_rule_labels(cfg, main.decoder.labels)
@@ -98,7 +140,24 @@ def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
                               "from the main model's", "give every rung a model with the same "
                               "labels (rules must mean the same on every rung)")
         rungs.append(pipeline)
+    secondaries = tuple(_secondary(cfg, i, main.decoder.labels)
+                        for i in range(len(cfg.model.secondary)))
+    stage = _user_stage(cfg) if cfg.model.stage is not None else None
+    for pipeline in rungs:
+        pipeline.secondaries, pipeline.user_stage = secondaries, stage
     return rungs, info
+
+
+def _user_stage(cfg: Config) -> UserStage:
+    """[model.stage]: the function, and a session per model it names (opened once, here)."""
+    from edgert.postprocess.user import load_callable
+
+    spec = cfg.model.stage
+    sessions = {}
+    for name, path in spec.sessions.items():
+        session, _ = load_model(path, cfg.runtime, str(cfg.file))
+        sessions[name] = UserSession(name, session)
+    return UserStage(load_callable(spec.function), sessions, spec.function, spec.options)
 
 
 def expected_frame_hw(cfg: Config) -> tuple[int, int]:
@@ -150,4 +209,24 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
             pipeline.costs = StageCosts(quantile=pipeline.cost_quantile)
         later = infer_ms[1:] or infer_ms
         baseline.append(sorted(later)[len(later) // 2] / 1e3)
+    for stage in rungs[0].secondaries if rungs else ():
+        warm_secondary(stage, image)
     return baseline
+
+
+def warm_secondary(stage: SecondaryStage, image: np.ndarray) -> None:
+    """Compile the crop kernel and run the session at one crop and at a full batch, so no
+    frame pays for either; the costs are then learned from real frames."""
+    h, w = image.shape[:2]
+    box = np.array([w * 0.25, h * 0.25, w * 0.75, h * 0.75], np.float32)
+    for k in sorted({1, stage.batch}):
+        for j in range(k):
+            stage.crops.write(j, image, stage.crops.box(box, (h, w)))
+        for _ in range(2):
+            result = stage.runner.run(stage.crops.tensor[:k])
+            if result.outputs is None:
+                raise ModelError(f"{stage.cfg.model.path}: secondary model {stage.name!r} failed "
+                                 f"on its first run ({result.error}); check it and its "
+                                 "[model.secondary.input]")
+            stage.read(result.outputs, 0)
+    stage.costs = StageCosts(quantile=stage.costs.quantile)

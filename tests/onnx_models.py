@@ -51,19 +51,25 @@ def _square_operand(size: int, hw: tuple[int, int]) -> tuple[onnx.ValueInfoProto
     return x, inits, nodes
 
 
-def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
-                 classes: int = 2, anchors: int = 64) -> Path:
-    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
+def _chain(nodes: list, inits: list, size: int, depth: int) -> str:
+    """`depth` MatMuls by random [size×size] weights after `t0`; returns the last tensor's name."""
     rng = np.random.default_rng(0)
-    rows = 4 + classes
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
-    x, inits, nodes = _square_operand(size, hw)
     prev = "t0"
     for i in range(depth):
         w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"t{i + 1}"]))
         prev = f"t{i + 1}"
+    return prev
+
+
+def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
+                 classes: int = 2, anchors: int = 64) -> Path:
+    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
+    rows = 4 + classes
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
+    x, inits, nodes = _square_operand(size, hw)
+    prev = _chain(nodes, inits, size, depth)
     # The output carries no detections: the MatMuls' result is multiplied by zero.
     inits.append(numpy_helper.from_array(np.zeros((1, rows, anchors), np.float32), "base"))
     nodes += [helper.make_node("ReduceMean", [prev], ["m"], keepdims=0),
@@ -136,3 +142,29 @@ def rows_per_pixel(path: Path, per_row: int, rows_per_h: int) -> Path:
              numpy_helper.from_array(np.array([rows_per_h], np.int64), "per_h"),
              numpy_helper.from_array(np.array([per_row], np.int64), "cols")]
     return save_model(helper.make_graph(nodes, "rows", [x], [y], inits), path)
+
+
+def heavy_classifier(path: Path, size: int = 256, depth: int = 8, hw: tuple[int, int] = (32, 32),
+                     classes: int = 2) -> Path:
+    """A classifier with a dynamic batch whose cost is `depth` [size×size] MatMuls per image:
+    a secondary model whose per-crop cost you can dial (its scores are uniform)."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *hw])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", classes])
+    inits = [numpy_helper.from_array(np.array([0, -1], np.int64), "flat"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([size], np.int64), "end"),
+             numpy_helper.from_array(np.array([classes], np.int64), "classes"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([1, size], np.int64), "tiles"),
+             numpy_helper.from_array(np.array([-1, size], np.int64), "rows"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    nodes = [helper.make_node("Reshape", ["input", "flat"], ["v"]),
+             helper.make_node("Slice", ["v", "start", "end", "axis1"], ["h0"]),
+             helper.make_node("Tile", ["h0", "tiles"], ["tiled"]),
+             helper.make_node("Reshape", ["tiled", "rows"], ["t0"])]   # [N·size, size]
+    prev = _chain(nodes, inits, size, depth)
+    nodes += [helper.make_node("ReduceMean", [prev], ["m"], axes=[1], keepdims=0),
+              helper.make_node("Reshape", ["m", "rows"], ["per"]),        # [N, size]
+              helper.make_node("Mul", ["per", "zero"], ["z"]),
+              helper.make_node("Slice", ["z", "start", "classes", "axis1"], ["output"])]
+    return save_model(helper.make_graph(nodes, "heavy", [x], [y], inits), path)

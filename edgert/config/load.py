@@ -11,8 +11,8 @@ from pathlib import Path
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
                                  ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
-                                 Rung, SerialConfig, ServiceConfig, SourceConfig,
-                                 TrackerConfig, Zone)
+                                 Rung, SecondaryConfig, SerialConfig, ServiceConfig,
+                                 SourceConfig, TrackerConfig, UserStageConfig, Zone)
 from edgert.config.types import DIRECTIONS
 from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
@@ -60,7 +60,7 @@ def load_config(path: str | Path) -> Config:
     outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
     service = _service(top.table_("service"))
     top.done()
-    _cross_check(top, zones, lines, rules, outputs)
+    _cross_check(top, zones, lines, rules, model, outputs)
     _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
                   fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, tracker=tracker,
@@ -222,8 +222,54 @@ def _model_values(s: Section, path: Path) -> ModelConfig:
         iou=s.number("iou", 0.45, lo=0.0, hi=1.0, lo_open=True),
         max_det=s.number("max_det", 100, lo=1, hi=10000, integer=True),
         top_k=s.number("top_k", 5, lo=1, hi=1000, integer=True),
-        input=_input(s.table_("input")))
+        input=_input(s.table_("input")),
+        secondary=tuple(_secondary(t) for t in s.tables("secondary")),
+        stage=_user_stage(s.table_("stage")) if s.has("stage") else None)
+    names = [sec.name for sec in cfg.secondary]
+    if len(names) != len(set(names)):
+        raise s.error("secondary", f"repeats a name ({', '.join(names)})",
+                      "give each secondary model its own name")
     s.done()
+    return cfg
+
+
+def _user_stage(s: Section) -> UserStageConfig:
+    function = s.str("function", fix='add function = "package.module:function"')
+    if ":" not in function:
+        raise s.error("function", f"is {function!r}", 'write it as "package.module:function"')
+    _check_loadable(s, "function", function)
+    sessions = s.table_("sessions")
+    paths = {name: sessions.path(name, fix="point it at an existing .onnx file")
+             for name in list(sessions.table)}
+    sessions.done()
+    options = s.table_("options").table
+    s.done()
+    return UserStageConfig(function, paths, options)
+
+
+SECONDARY_KEYS = ("name", "on", "min_score", "max_crops", "padding")
+
+
+def _secondary(s: Section) -> SecondaryConfig:
+    """[[model.secondary]]: its own keys, and the rest read as a [model] (model.toml too)."""
+    if "secondary" in s.table:
+        raise s.error("secondary", "is nested in a secondary model",
+                      "list every secondary model under [model] as [[model.secondary]]")
+    own = Section(s.file, s.prefix, {k: v for k, v in s.table.items() if k in SECONDARY_KEYS})
+    cfg = SecondaryConfig(
+        name=own.str("name", fix='add name = "attribute" (the key in each detection\'s attributes)'),
+        model=_model(Section(s.file, s.prefix, {k: v for k, v in s.table.items()
+                                                 if k not in SECONDARY_KEYS})),
+        on=own.strings("on", ()),
+        min_score=own.number("min_score", 0.0, lo=0.0, hi=1.0),
+        max_crops=own.number("max_crops", 4, lo=1, hi=256, integer=True),
+        padding=own.number("padding", 0.1, lo=0.0, hi=2.0))
+    own.done()
+    if cfg.model.family not in ("classify",) and cfg.model.family in FAMILIES:
+        raise s.error("family", f"is {cfg.model.family!r}; a secondary model gives each crop an "
+                      "attribute", 'use "classify" or a decoder of your own '
+                      '("package.module:function"); a cascade that refines boxes is a user stage '
+                      "(docs/models.md)")
     return cfg
 
 
@@ -231,11 +277,15 @@ def _check_user_decoder(s: Section, family: str) -> None:
     if ":" not in family:
         raise s.error("family", f"is {family!r}", "use one of " + ", ".join(map(repr, FAMILIES))
                       + ' or a decoder of your own as "package.module:function"')
+    _check_loadable(s, "family", family)
+
+
+def _check_loadable(s: Section, key: str, spec: str) -> None:
     from edgert.postprocess.user import load_callable   # imports user code: only when asked
     try:
-        load_callable(family)
+        load_callable(spec)
     except Exception as e:  # ImportError, AttributeError, a SyntaxError in the user's module …
-        raise s.error("family", f"is {family!r}, which cannot be loaded "
+        raise s.error(key, f"is {spec!r}, which cannot be loaded "
                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
                       "check the module is importable (PYTHONPATH) and defines the function") from None
 
@@ -392,7 +442,8 @@ def _rule(s: Section) -> Rule:
                 min_on_s=s.number("min_on_s", 0.0, lo=0.0),
                 min_off_s=s.number("min_off_s", 0.0, lo=0.0),
                 priority=s.number("priority", 0, integer=True),
-                update_s=s.number("update_s", 1.0, lo=0.0, lo_open=True))
+                update_s=s.number("update_s", 1.0, lo=0.0, lo_open=True),
+                attribute=_attribute(s))
     if rule.dwell_s > 0 and rule.zone is None:
         raise s.error("dwell_s", f"is set on rule {name!r}, which names no zone",
                       'add zone = "ZONE": dwell is time spent inside a zone')
@@ -402,6 +453,16 @@ def _rule(s: Section) -> Rule:
                       "make the crossing a rule of its own")
     s.done()
     return rule
+
+
+def _attribute(s: Section) -> tuple[str, str] | None:
+    value = s.str("attribute", None)
+    if value is None:
+        return None
+    name, sep, label = value.partition(":")
+    if not sep or not name or not label:
+        raise s.error("attribute", f"is {value!r}", 'write "SECONDARY:LABEL", e.g. "mask:no_mask"')
+    return name, label
 
 
 def _tracker(s: Section) -> TrackerConfig:
@@ -618,7 +679,7 @@ def _check_serial_url(s: Section, port: str) -> None:
             raise s.error("port", f"is {port!r}", "write socket://HOST:PORT with a port from 1 to 65535")
 
 
-def _cross_check(top: Section, zones, lines, rules, outputs) -> None:
+def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
     """Settings that are fine alone but contradict each other."""
     for kind, items in (("zones", zones), ("lines", lines), ("rules", rules)):
         seen: set[str] = set()
@@ -645,6 +706,13 @@ def _cross_check(top: Section, zones, lines, rules, outputs) -> None:
                     raise ConfigError(str(top.file), f"rules[{i}].direction", f"of rule "
                                       f"{rule.name!r} is {rule.direction!r}, which never happens "
                                       f"on line {ref!r}", f"use {' or '.join(across)} or 'any'")
+    secondaries = {sec.name: sec for sec in model.secondary}
+    for i, rule in enumerate(rules):
+        if rule.attribute is not None and rule.attribute[0] not in secondaries:
+            known = ", ".join(secondaries) or "none is configured"
+            raise ConfigError(str(top.file), f"rules[{i}].attribute", f"of rule {rule.name!r} "
+                              f"names the secondary model {rule.attribute[0]!r}, which is not "
+                              f"defined", f"define it in [[model.secondary]] (known: {known})")
     paths = [o.path for o in outputs if o.path is not None]
     if len(paths) != len(set(paths)):
         raise ConfigError(str(top.file), "outputs", "two jsonl outputs write the same file",

@@ -52,6 +52,31 @@ class ModelConfig:
     max_det: int = 100
     top_k: int = 5
     input: InputConfig = field(default_factory=InputConfig)
+    secondary: tuple[SecondaryConfig, ...] = ()   # models run on crops of this one's detections
+    stage: UserStageConfig | None = None          # a cascade of the user's own, after them
+
+
+@dataclass(frozen=True, slots=True)
+class UserStageConfig:
+    """[model.stage]: a Python function run on each frame after the primary's decode (and the
+    secondary models), with sessions it names, inside the frame's deadline."""
+
+    function: str                                  # "package.module:function"
+    sessions: Mapping[str, Path] = field(default_factory=dict)   # name → .onnx, opened at start
+    options: Mapping[str, object] = field(default_factory=dict)  # handed to it as they are
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryConfig:
+    """A second model on crops of the primary's detections ([[model.secondary]]); its results
+    go to each detection's `attributes` under `name`."""
+
+    name: str
+    model: ModelConfig                 # its file, family (classify or a user decoder), input
+    on: tuple[str, ...] = ()           # the primary's labels to crop; empty: every label
+    min_score: float = 0.0             # the primary's score a detection needs to be cropped
+    max_crops: int = 4                 # per frame, highest primary score first
+    padding: float = 0.1               # the box grows by this share of its width/height a side
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +173,7 @@ class Rule:
     min_off_s: float = 0.0              # once off, stays off at least this long
     priority: int = 0                   # higher wins the frame's action; ties: config order
     update_s: float = 1.0               # `update` events at most this often while holding
+    attribute: tuple[str, str] | None = None   # (secondary name, label) a detection must carry
 
     @property
     def tracked(self) -> bool:

@@ -79,9 +79,12 @@ class _RuleState:
             m &= self._label_mask(v)
         if v.area is not None and (r.area[0] > 0 or r.area[1] != float("inf")):
             m &= (v.area >= r.area[0]) & (v.area <= r.area[1])
+        if r.attribute is not None:
+            m &= _has_attribute(v.det, *r.attribute)
         if self.zone is not None and v.boxes is not None:
             m = v.in_zone(self.zone, m)
         return m
+
 
     def debounced(self, raw: bool, t: float) -> bool:
         self.window.append(raw)
@@ -93,6 +96,13 @@ class _RuleState:
                 self.raw_since = t
             return t - self.raw_since >= self.rule.debounce_s
         return sum(self.window) >= self.k
+
+    def end(self, t: float) -> None:
+        """The rule stops being evaluated (the run ends, a reload removed it): its events end."""
+        if self.tracks is not None:
+            self.tracks.close(t)
+        elif self.line is None:
+            self.events.rule_state(self.rule, False, t, None)
 
     def hold(self, want: bool, t: float) -> bool:
         """Minimum on and off times: a switch waits until the current state has lasted."""
@@ -119,6 +129,33 @@ class RuleEngine:
         self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
         needs = any(r.tracked for r in rules)
         self.tracker = Tracker(tracker or TrackerConfig(), kernels) if needs else None
+
+    def adopt(self, old: RuleEngine, t: float, keep_tracks: bool = True) -> None:
+        """After a reload, carry on from `old` (a fresh engine's state is empty): its open
+        events and their numbering; the state of every rule whose definition, zone and line
+        are unchanged (debounce, hold, dwell, line counts); the tracker when its settings are
+        unchanged and `keep_tracks` (the same model). A rule that is gone or changed ends its
+        open events at `t`; they go out with the next frame's."""
+        self.events = old.events
+        before = {st.rule.name: st for st in old._rules}
+        same_tracks = (keep_tracks and old.tracker is not None and self.tracker is not None
+                       and self._args[3] == old._args[3])
+        for i, st in enumerate(self._rules):
+            prev = before.get(st.rule.name)
+            if prev is not None and prev.rule == st.rule and _geometry(prev) == _geometry(st) \
+                    and (same_tracks or not st.rule.tracked):
+                del before[st.rule.name]
+                prev.order = st.order
+                self._rules[i] = prev
+            else:
+                st.events = self.events
+                if st.tracks is not None:
+                    st.tracks.events = self.events
+        for gone in before.values():
+            gone.end(t)
+        self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
+        if same_tracks:
+            self.tracker = old.tracker
 
     def fresh(self) -> RuleEngine:
         """A new engine with the same rules: for warm-up, which must not touch this one's state."""
@@ -176,8 +213,20 @@ class RuleEngine:
     def close(self, t: float) -> tuple[EventDraft, ...]:
         """The run ends: every open event ends."""
         for st in self._rules:
-            if st.tracks is not None:
-                st.tracks.close(t)
-            elif st.line is None:
-                self.events.rule_state(st.rule, False, t, None)
+            st.end(t)
         return self.events.take()
+
+
+def _geometry(st: _RuleState) -> tuple:
+    return (st.zone.zone if st.zone else None, st.line.geo.line if st.line else None)
+
+
+def _has_attribute(det: Detections, name: str, label: str) -> np.ndarray:
+    """Per detection: a secondary model `name` ran on it and said `label` (at its conf)."""
+    if det.attributes is None:
+        return np.zeros(len(det), np.bool_)
+    out = np.zeros(len(det), np.bool_)
+    for i, attrs in enumerate(det.attributes):
+        a = attrs.get(name) if attrs is not None else None
+        out[i] = a is not None and a.skipped is None and a.label == label
+    return out

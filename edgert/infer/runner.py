@@ -48,9 +48,13 @@ class InferenceRunner:
 
     def run(self, tensor: np.ndarray) -> RunResult:
         self._feeds[self.input_name] = tensor
+        return self.run_feeds(self._feeds)
+
+    def run_feeds(self, feeds: dict[str, np.ndarray]) -> RunResult:
+        """`run` for a model with several inputs (a user stage's sessions)."""
         t0 = monotonic()
         try:
-            outputs = self.session.run(None, self._feeds, self._options)
+            outputs = self.session.run(None, feeds, self._options)
         except Exception as e:  # a terminated run raises; so does a broken model
             took = monotonic() - t0
             if self._options.terminate:

@@ -54,6 +54,12 @@ class Publisher:
         self.outputs = sorted(outputs, key=lambda o: not getattr(o, "first", False))
         self.failures = {o.name: 0 for o in self.outputs}
 
+    def replace(self, outputs: Sequence[Output]) -> None:
+        """A reload's new set of outputs (see `swap`); counts of those that stay carry on."""
+        self.outputs = sorted(outputs, key=lambda o: not getattr(o, "first", False))
+        for o in self.outputs:
+            self.failures.setdefault(o.name, 0)
+
     def publish(self, post: Post) -> None:
         for out in self.outputs:
             try:

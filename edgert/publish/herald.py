@@ -32,7 +32,7 @@ INF = float("inf")
 SEND_MARGIN_S = 0.0005
 # The stages a Ticket reports progress for (capture is done by then), and the board's size:
 # seq, the stage running, when it started, one latency per stage.
-WORK = ("preprocess", "infer", "postprocess", "decide", "publish")
+WORK = ("preprocess", "infer", "postprocess", "secondary", "decide", "publish")
 BOARD_SLOTS = 3 + len(WORK)
 
 
@@ -157,7 +157,7 @@ class Herald:
             return ""
         self.fired += 1
         latency = self._progress(a, now)
-        stage = next((s for s in WORK[:-1] if s not in latency), "publish")
+        stage = next((s for s in WORK[:-1] if s not in latency and s != "secondary"), "publish")
         return self._policy(a, "deadline", self._stage(a) or stage, latency, now,
                             late_s=now - a.deadline_at)
 

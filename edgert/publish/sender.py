@@ -26,17 +26,20 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgert.clock import LIVE, Clock
-from edgert.config.types import Config
+from edgert.config.types import Config, OutputConfig
 from edgert.errors import ConfigError, EdgertError
 from edgert.publish.base import Output, Post, Publisher
 from edgert.publish.herald import BOARD_SLOTS, Armed, Herald, Offer, Outcome, new_board
 from edgert.codec import encode
 from edgert.records import Event, Metrics, Status
+
+if TYPE_CHECKING:
+    from edgert.publish.swap import OutputSwap
 
 log = logging.getLogger("edgert.publish")
 
@@ -44,6 +47,7 @@ RT_PRIORITY = 10          # the herald; above ordinary threads, below the kernel
 RT_OUTPUTS = 8            # output threads: below the herald, above everything ordinary
 SWITCH_S = 0.0002         # the sender's GIL hand-off: its threads are few and all real-time
 START_S = 60.0            # opening outputs (a serial port, TLS files) before ready
+SETTLE_S = 10.0           # at the end, how long an output swap in progress may take to finish
 SOCK_BUF = 1 << 21
 MAX_MSG = 1 << 21
 
@@ -73,6 +77,16 @@ class HeraldPort(Protocol):
 
     def take_outcomes(self) -> list[Outcome]: ...
 
+    def prepare(self, cfg: Config) -> None:
+        """A reload: open the outputs `cfg` adds or changes beside the running ones."""
+
+    def prepared(self) -> str | None | bool:
+        """False while preparing; then None (ready to commit) or why the outputs failed (the
+        old ones are back)."""
+
+    def commit(self, cfg: Config) -> None:
+        """From the next record on, `cfg` is in force: its outputs, its fail-safe action."""
+
     @property
     def dead(self) -> bool: ...
 
@@ -94,6 +108,7 @@ class LocalHerald:
         self.board = new_board()
         self.publisher = Publisher(outputs)
         self.herald = Herald(cfg, run_id, self.publisher, clock, self.board)
+        self._prepared: str | None | bool = False
 
     def arm(self, armed: Armed) -> None:
         self.herald.arm(armed)
@@ -119,6 +134,16 @@ class LocalHerald:
 
     def take_outcomes(self) -> list[Outcome]:
         return self.herald.take_outcomes()
+
+    def prepare(self, cfg: Config) -> None:
+        self._prepared = (None if cfg.outputs == self.herald.cfg.outputs else
+                          "outputs cannot change in a run without the sender process")
+
+    def prepared(self) -> str | None | bool:
+        return self._prepared
+
+    def commit(self, cfg: Config) -> None:
+        self.herald.cfg = cfg
 
     @property
     def output_stats(self) -> dict[str, Any]:
@@ -146,6 +171,7 @@ class SenderProcess:
         self._dead = False
         self._lost = False
         self._closed: dict[str, Any] | None = None
+        self._prepared: str | None | bool = False
         self.output_stats: dict[str, Any] = {}   # the outputs' counters at the last metrics
 
     @classmethod
@@ -222,6 +248,19 @@ class SenderProcess:
     def metrics(self, m: Metrics) -> None:
         self._send(("metrics", m))
 
+    def prepare(self, cfg: Config) -> None:
+        self._prepared = False
+        self._send(("prepare", cfg))
+
+    def prepared(self) -> str | None | bool:
+        self._receive()
+        if self._lost and self._prepared is False:
+            return "the sender process is gone"
+        return self._prepared
+
+    def commit(self, cfg: Config) -> None:
+        self._send(("commit", cfg))
+
     def _receive(self, block: bool = False, timeout: float | None = None) -> bool:
         """Read what the sender said; True once it has closed."""
         while self._closed is None:
@@ -246,6 +285,8 @@ class SenderProcess:
                 self.output_stats = msg[1]
             elif msg[0] == "dead":
                 self._dead = True
+            elif msg[0] == "prepared":
+                self._prepared = msg[1]
             elif msg[0] == "closed":
                 self._outcomes.extend(msg[2])
                 self._closed = msg[1]
@@ -291,17 +332,20 @@ def _realtime(priority: int) -> bool:
 class _Sender:
     """The process's one dispatching thread: messages in, records out, `fire` at deadlines."""
 
-    def __init__(self, sock: socket.socket, herald: Herald, publisher: Publisher) -> None:
+    def __init__(self, sock: socket.socket, herald: Herald, publisher: Publisher,
+                 bound: list[tuple[OutputConfig, Output]], realtime: bool = False) -> None:
         self.sock, self.herald, self.publisher = sock, herald, publisher
+        self.bound, self.realtime = bound, realtime   # each output with the config it came from
         self._pending: list[tuple] = []   # replies the loop has not taken yet
         self._told_dead = False
+        self._swap: OutputSwap | None = None
 
     def run(self) -> int:
         herald, clock = self.herald, self.herald.clock
         while True:
             due = herald.due()
             wait = None if due == float("inf") else max(0.0, due - clock.now())
-            if self._pending:
+            if self._pending or self._swap is not None:
                 wait = 0.05 if wait is None else min(wait, 0.05)
             readable, _, _ = select.select([self.sock], [], [], wait)
             if readable:
@@ -316,6 +360,7 @@ class _Sender:
                     return self._close()
                 self._handle(msg)
             herald.fire()
+            self._swapped()
             self._reply()
 
     def _handle(self, msg: tuple) -> None:
@@ -336,6 +381,35 @@ class _Sender:
             m = dataclasses.replace(msg[1], outputs=self.publisher.stats())
             self.publisher.metrics(encode(m))
             self._pending.append(("stats", m.outputs))   # the same figures, for /metrics
+        elif kind == "prepare":
+            self._prepare(msg[1])
+        elif kind == "commit":
+            herald.cfg = msg[1]
+            if self._swap is not None:
+                self.bound = self._swap.commit()
+                self._swap = None
+
+    def _prepare(self, cfg: Config) -> None:
+        if cfg.outputs == self.herald.cfg.outputs or self._swap is not None:
+            # A second prepare before the first's commit cannot happen: the loop waits.
+            self._pending.append(("prepared", None))
+            return
+        from edgert.publish.factory import make_output
+        from edgert.publish.swap import OutputSwap
+        on_thread = (lambda: _realtime(RT_OUTPUTS)) if self.realtime else (lambda: None)
+        self._swap = OutputSwap(self.bound, self.herald.cfg, cfg, self.publisher, make_output,
+                                on_thread)
+
+    def _swapped(self) -> None:
+        swap = self._swap
+        if swap is None or not swap.done.is_set() or swap.reported:
+            return
+        swap.reported = True
+        if swap.error is not None:
+            log.error("reload: the new outputs could not open, the old ones stay: %s", swap.error)
+            self.bound = swap.restore()
+            self._swap = None
+        self._pending.append(("prepared", swap.error))
 
     def _reply(self) -> None:
         outcomes = self.herald.take_outcomes()
@@ -354,8 +428,16 @@ class _Sender:
                 return
             self._pending.pop(0)
 
+    def _settle(self) -> None:
+        """Ending during a reload's output swap: it finishes, so nothing it held is lost."""
+        swap, self._swap = self._swap, None
+        if swap is None or not swap.done.wait(SETTLE_S):
+            return
+        self.bound = swap.restore() if swap.error is not None else swap.commit()
+
     def _close(self) -> int:
         self.herald.fire()
+        self._settle()
         self.publisher.close()
         stats = {"outputs": self.publisher.stats(), "fired": self.herald.fired,
                  "late_ok": self.herald.late_ok}
@@ -375,6 +457,7 @@ class _Sender:
         armed = herald.due() != float("inf")
         if armed and herald._armed is not None:
             herald.overrun(herald._armed.seq, "error", "publish", {}, "the loop has stopped")
+        self._settle()
         for out in self.publisher.outputs:
             abandon = getattr(out, "abandon", None)
             try:
@@ -410,7 +493,7 @@ def main(argv: list[str]) -> int:
     publisher = Publisher(outputs)
     herald = Herald(cfg, run_id, publisher, LIVE, board)
     sock.sendall(pickle.dumps(("ready", "realtime" if rt else "normal")))
-    code = _Sender(sock, herald, publisher).run()
+    code = _Sender(sock, herald, publisher, list(zip(cfg.outputs, outputs)), rt).run()
     sys.stderr.flush()
     os._exit(code)   # output threads blocked on a reader that stopped must not hold the exit
 

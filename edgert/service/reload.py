@@ -1,16 +1,24 @@
-"""SIGHUP: a new config read and checked off the frame path, swapped in at a frame boundary.
+"""SIGHUP: a new config read and made ready off the frame path, then put in force at one frame
+boundary — or refused whole, the old one running on.
 
-Reloaded: rules, zones (thresholds within rules, e.g. min_score, debounce) and lines. Anything
-else that changed (model, thresholds of the decoder, input size, outputs, source, budget) is
-refused with a clear line and STATUS=, and the old config keeps running: those need a restart
-(`systemctl restart`) until loading a model beside the running one is built."""
+In order, each step only once the one before succeeded, the loop deciding frames throughout:
+the config is read and checked; a changed model (file, input, decoder thresholds, providers,
+ladder) is loaded and warmed up on a thread of its own beside the running one; the sender
+opens changed outputs beside the running ones (`edgert.publish.swap`). Then, between two
+frames, the rules, the model, the outputs and the fail-safe switch together. Rule state, open
+events and (while the model file and input stay) the tracker carry over. What cannot change
+in a running process (the source, the device id, priorities, the metrics endpoint) is refused
+with a line that says to restart.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import os
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 
 from edgert.config import load_config
 from edgert.config.types import Config
@@ -21,48 +29,141 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgert.service")
 
-RELOADABLE = ("rules", "zones", "lines")
+# What a running process cannot take: "restart the service for it".
+RESTART = ("device_id", "source", "runtime.guard_priority", "runtime.loop_priority",
+           "runtime.spin_wait", "runtime.metrics_interval_s", "service")
+# What a new model (loaded and warmed beside the old one) takes.
+MODEL = ("model", "runtime.providers", "runtime.intra_op_threads", "runtime.inter_op_threads",
+         "runtime.kernels", "runtime.provider_policy", "runtime.provider_options",
+         "runtime.ladder", "runtime.cost_quantile")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def changed(old: Config, new: Config, keys: tuple[str, ...]) -> list[str]:
+    return [k for k in keys if _get(old, k) != _get(new, k)]
 
 
 class Reloader:
-    """`requested` is set by the signal handler; `apply` runs on the loop's thread between frames."""
+    """`requested` is set by the signal handler; `apply` runs on the loop's thread between
+    frames, and never waits: a step still under way is looked at again after the next frame."""
 
     def __init__(self, path: str, status: Callable[[str], None]) -> None:
         self.path, self.status = path, status
         self.requested = threading.Event()
         self.reloads = 0
         self.rejected = 0
+        self._job: _Job | None = None
 
     def apply(self, runtime: Runtime) -> None:
-        if not self.requested.is_set():
-            return
-        self.requested.clear()
+        job = self._job
         try:
-            new = load_config(self.path)
-            engine = self._engine(runtime, new)
+            if job is None:
+                if not self.requested.is_set():
+                    return
+                self.requested.clear()   # a SIGHUP during this reload reads the file again after
+                job = self._job = _Job(runtime, load_config(self.path))
+            if not job.ready(runtime):
+                return
         except EdgertError as e:
+            self._job = None
             self.rejected += 1
             log.error("reload rejected, the running config stays: %s", e)
             self.status(f"reload rejected: {e}")
             return
-        for pipeline in runtime.rungs:   # one engine shared by every rung, as at start
-            pipeline.rules = engine
-        runtime.cfg = new
+        self._job = None
+        job.commit(runtime)
         self.reloads += 1
-        log.info("reloaded %s: %d rule(s), %d zone(s), %d line(s)", new.file, len(new.rules),
-                 len(new.zones), len(new.lines))
-        self.status(f"reloaded {len(new.rules)} rule(s), {len(new.zones)} zone(s)")
+        new = job.new
+        log.info("reloaded %s: %s; %d rule(s), %d zone(s), %d line(s)", new.file, job.what,
+                 len(new.rules), len(new.zones), len(new.lines))
+        self.status(f"reloaded: {job.what}")
 
-    @staticmethod
-    def _engine(runtime: Runtime, new: Config):   # noqa: ANN205 - RuleEngine
+
+class _Job:
+    """One reload under way: the model thread, then the outputs, then the switch."""
+
+    def __init__(self, runtime: Runtime, new: Config) -> None:
         from edgert.decide import RuleEngine
+        from edgert.decide.zones import check_frame
         from edgert.wiring import check_rule_labels
 
         old = runtime.cfg
-        changed = [f.name for f in dataclasses.fields(Config)
-                   if f.name not in RELOADABLE and getattr(new, f.name) != getattr(old, f.name)]
-        if changed:
-            raise EdgertError(f"{new.file}: {', '.join(changed)} changed, which a reload does not "
-                              "apply (rules, zones and lines only); restart the service for it")
-        check_rule_labels(new, runtime.rungs[0].decoder.labels)
-        return RuleEngine(new.rules, new.zones)
+        self.new = new
+        restart = changed(old, new, RESTART)
+        if restart:
+            raise EdgertError(f"{new.file}: {', '.join(restart)} changed, which a running "
+                              "process cannot take; restart the service for it")
+        self.model = changed(old, new, MODEL)
+        self.same_model = (old.model.path, old.model.family, old.model.input, old.model.labels) \
+            == (new.model.path, new.model.family, new.model.input, new.model.labels)
+        self.what = ", ".join(k for k in (("model" if self.model else ""),
+                                           ("outputs" if old.outputs != new.outputs else ""),
+                                           "rules") if k)
+        frame = runtime._last_frame
+        self.image = frame.image.copy() if frame is not None else None
+        self.t = frame.media_s if frame is not None else 0.0
+        if self.image is not None:
+            check_frame(new, self.image.shape[:2])   # pixel zones and lines against the frame
+        self.engine = RuleEngine(new.rules, new.zones, new.lines, new.tracker, new.runtime.kernels)
+        self.built: tuple | BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._outputs = False
+        if self.model:
+            self._thread = threading.Thread(target=self._load, args=(runtime,),
+                                            name="edgert-reload", daemon=True)
+            self._thread.start()
+        else:
+            check_rule_labels(new, runtime.rungs[0].decoder.labels)
+
+    def _load(self, runtime: Runtime) -> None:
+        """Beside the loop, below it: this thread was born at the loop's real-time priority."""
+        from edgert.runtime import thread_ids
+        from edgert.wiring import build_rungs, expected_frame_hw, warm_up
+
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        try:
+            before = thread_ids()
+            rungs, info = build_rungs(self.new, runtime.clock)
+            workers = thread_ids() - before - {threading.get_native_id()}
+            image = self.image if self.image is not None else \
+                np.full((*expected_frame_hw(self.new), 3), 114, np.uint8)
+            baseline = warm_up(self.new, rungs, info, image, runtime.clock)
+            self.built = (rungs, info, baseline, workers)
+        except BaseException as e:  # noqa: BLE001 - handed to the loop's thread, which says it
+            self.built = e
+
+    def ready(self, runtime: Runtime) -> bool:
+        """True once everything is prepared; raises EdgertError when a step failed."""
+        if self._thread is not None:
+            if self._thread.is_alive():
+                return False
+            self._thread = None
+            if isinstance(self.built, EdgertError):
+                raise self.built
+            if isinstance(self.built, BaseException):
+                raise EdgertError(f"{self.new.file}: the new model failed to load: "
+                                  f"{type(self.built).__name__}: {self.built}")
+        if not self._outputs:
+            self._outputs = True
+            runtime.herald.prepare(self.new)
+        result = runtime.herald.prepared()
+        if result is False:
+            return False
+        if result is not None:
+            raise EdgertError(f"{self.new.file}: outputs: {result}")
+        return True
+
+    def commit(self, runtime: Runtime) -> None:
+        self.engine.adopt(runtime.pipeline.rules, self.t, keep_tracks=self.same_model)
+        runtime.herald.commit(self.new)
+        runtime.reconfigure(self.new, self.engine, self.built if self.model else None)
+

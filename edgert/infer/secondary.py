@@ -1,0 +1,188 @@
+"""Secondary models on crops of the primary's detections, run only while the frame's deadline
+allows, highest primary score first; what was not reached says so in the record.
+
+Each run is predicted from learned costs (one crop alone; each further crop in a batch) and
+started only if it fits in what is left before the stages that must follow (decide, publish);
+a batch shrinks to what fits. The guard stops a secondary run at the deadline as it stops the
+primary's: the loop points the frame's ticket at the running session.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgert.config.types import SecondaryConfig
+from edgert.costs import StageCosts
+from edgert.frame import Detections
+from edgert.guard import Ticket
+from edgert.infer.runner import InferenceRunner
+from edgert.preprocess.crops import CropPreprocessor
+from edgert.records import Attr
+
+log = logging.getLogger("edgert")
+
+BUDGET = Attr("", -1, 0.0, "budget")
+MAX_CROPS = Attr("", -1, 0.0, "max_crops")
+ERROR = Attr("", -1, 0.0, "error")
+
+# A batch's outputs for crop j → (class id, score), or None for "nothing found".
+Reader = Callable[[Sequence[np.ndarray], int], "tuple[int, float] | None"]
+
+
+def classify_reader(output_index: int) -> Reader:
+    """[N, classes] logits or probabilities → the top class of row j."""
+    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float] | None:
+        x = outputs[output_index][j].reshape(-1).astype(np.float64)
+        if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
+            x = np.exp(x - x.max())
+            x /= x.sum()
+        c = int(np.argmax(x))
+        return c, float(x[c])
+    return read
+
+
+def user_reader(fn: Callable[..., Any], ctx: Any) -> Reader:
+    """A user decoder on one crop's outputs: its best-scoring result."""
+    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float] | None:
+        got = fn([o[j:j + 1] for o in outputs], ctx)
+        scores = np.asarray(got[1], np.float64).reshape(-1)
+        if scores.size == 0:
+            return None
+        best = int(np.argmax(scores))
+        return int(np.asarray(got[2]).reshape(-1)[best]), float(scores[best])
+    return read
+
+
+class SecondaryStage:
+    """One [[model.secondary]]: its session, crop buffers, reader and learned costs."""
+
+    def __init__(self, cfg: SecondaryConfig, runner: InferenceRunner, crops: CropPreprocessor,
+                 read: Reader, labels: tuple[str, ...], batch: int, quantile: float = 0.5) -> None:
+        self.cfg, self.name, self.runner, self.crops = cfg, cfg.name, runner, crops
+        self.read, self.labels, self.batch = read, labels, batch
+        self.conf = cfg.model.conf
+        self.costs = StageCosts(quantile=quantile)   # "one": a run of one crop; "more": each further
+        self._on_labels: tuple[str, ...] | None = None
+        self._on = np.zeros(1, np.bool_)
+        self.runs = self.crops_run = self.cut_short = self.errors = 0
+
+    def _wanted(self, det: Detections) -> np.ndarray:
+        """Indices of the detections to crop, best primary score first (detections come so)."""
+        if det.labels is not self._on_labels:
+            self._on_labels = det.labels
+            on = self.cfg.on
+            self._on = np.array([not on or lab in on for lab in det.labels] + [not on], np.bool_)
+        ids = np.where((det.class_ids >= 0) & (det.class_ids < len(det.labels)), det.class_ids,
+                       len(det.labels))
+        return np.flatnonzero(self._on[ids] & (det.scores >= self.cfg.min_score))
+
+    def cost(self, k: int) -> float:
+        return self.costs.expected("one") + (k - 1) * self.costs.expected("more")
+
+    def _fit(self, left: float, n: int) -> int:
+        """How many of `n` crops the next run may take with `left` seconds to spare. One at a
+        time until a crop's cost is known: a batch is sized from it."""
+        k = min(n, self.batch) if self.costs.expected("one") > 0.0 else 1
+        while k > 0 and self.cost(k) > left:
+            k -= 1
+        return k
+
+    def run(self, t: Ticket, det: Detections, attrs: list, reserve_s: float,
+            now: Callable[[], float], probe: bool) -> bool:
+        """Fill `attrs` (one slot per detection) for the detections this stage crops. Returns
+        False when the guard stopped a run (the deadline has passed)."""
+        wanted = self._wanted(det)
+        if wanted.size == 0:
+            return True
+        for i in wanted[self.cfg.max_crops:]:
+            attrs[i] = _put(attrs[i], self.name, MAX_CROPS)
+        wanted = wanted[:self.cfg.max_crops]
+        image, hw = t.frame.image, (t.frame.height, t.frame.width)
+        done, ok = 0, True
+        while done < wanted.size:
+            left = t.deadline.at - now() - reserve_s
+            k = self._fit(left, wanted.size - done)
+            if k == 0 and probe:
+                k, probe = 1, False   # the learned costs may be stale: one run to learn from
+            if k == 0 or left <= 0.0:
+                break
+            rows = wanted[done:done + k]
+            t0 = now()
+            for j, i in enumerate(rows):
+                self.crops.write(j, image, self.crops.box(det.boxes[i], hw))
+            self.runner.reset()      # a stop meant for an earlier frame
+            t.runner = self.runner   # the guard stops this run at the deadline
+            result = self.runner.run(self.crops.tensor[:k])
+            took = now() - t0
+            self._learn(k, took, result.stopped)
+            if result.outputs is None:
+                if result.stopped:
+                    ok = False
+                    break
+                self._error(result.error)
+                for i in rows:
+                    attrs[i] = _put(attrs[i], self.name, ERROR)
+                done += k
+                continue
+            for j, i in enumerate(rows):
+                attrs[i] = _put(attrs[i], self.name, self._attr(result.outputs, j))
+            done += k
+            self.runs += 1
+            self.crops_run += k
+        if done < wanted.size:
+            self.cut_short += 1
+            for i in wanted[done:]:
+                attrs[i] = _put(attrs[i], self.name, BUDGET)
+        return ok
+
+    def _attr(self, outputs: Sequence[np.ndarray], j: int) -> Attr:
+        try:
+            got = self.read(outputs, j)
+        except Exception as e:  # a user decoder's mistake: counted, never fatal
+            self._error(f"{type(e).__name__}: {e}")
+            return ERROR
+        if got is None:
+            return Attr("", -1, 0.0, "nothing")
+        c, score = got
+        label = self.labels[c] if 0 <= c < len(self.labels) else str(c)
+        return Attr(label, c, round(score, 4), None if score >= self.conf else "low_score")
+
+    def _learn(self, k: int, took: float, stopped: bool) -> None:
+        if k == 1 or stopped:   # a batch stopped at the deadline: the stage does not fit
+            self.costs.observe("one", took, stopped)
+        elif not stopped and self.costs.expected("one") > 0.0:
+            self.costs.observe("more", max(0.0, took - self.costs.expected("one")) / (k - 1))
+
+    def _error(self, error: str | None) -> None:
+        self.errors += 1
+        if self.errors == 1 or self.errors % 1000 == 0:
+            log.warning("secondary model %r failed on %d run(s) so far: %s", self.name,
+                        self.errors, error)
+
+
+def _put(current: dict | None, name: str, attr: Attr) -> dict:
+    if current is None:
+        return {name: attr}
+    current[name] = attr
+    return current
+
+
+def run_all(stages: Sequence[SecondaryStage], t: Ticket, det: Detections, reserve_s: float,
+            now: Callable[[], float], probe: bool) -> tuple[Detections, bool]:
+    """Every secondary stage in config order on `det`; the detections with their attributes,
+    and False when the deadline stopped a run."""
+    attrs: list = [None] * len(det)
+    primary = t.runner
+    try:
+        for stage in stages:
+            if not stage.run(t, det, attrs, reserve_s, now, probe):
+                return det, False
+    finally:
+        t.runner = primary
+    if not any(a is not None for a in attrs):
+        return det, True
+    return Detections(det.boxes, det.scores, det.class_ids, det.labels, det.track_ids,
+                      det.keypoints, tuple(attrs)), True
