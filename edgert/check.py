@@ -44,7 +44,7 @@ def check(config_path: str) -> str:
         f"           ({plan.origin})",
         f"outputs    " + ", ".join(f"{n}{list(s)}" for n, s in
                                    zip(info.output_names, info.output_shapes)),
-        f"labels     {len(labels)}: " + ", ".join(labels[:8]) + (" …" if len(labels) > 8 else ""),
+        f"labels     {_labels(labels, m.labels is None and info.names is None)}",
         f"providers  requested {', '.join(cfg.runtime.providers)}; bound "
         f"{', '.join(info.providers)}"
         + (f"; not bound: {', '.join(info.not_bound)} (degraded, policy "
@@ -69,6 +69,16 @@ def check(config_path: str) -> str:
         f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
     ]
     return "\n".join(lines)
+
+
+def _labels(labels: tuple[str, ...], unnamed: bool) -> str:
+    """The labels, or plainly that there are none and what records say instead."""
+    how = ("model.labels is not set and the model's metadata has no 'names'; set model.labels "
+           "to a text file with one label per line")
+    if not labels:
+        return f"none: records name classes class_0, class_1, … by class id ({how})"
+    shown = ", ".join(labels[:8]) + (" …" if len(labels) > 8 else "")
+    return f"{len(labels)}, unnamed: {shown} ({how})" if unnamed else f"{len(labels)}: {shown}"
 
 
 def _queues(cfg) -> list[str]:  # noqa: ANN001

@@ -120,5 +120,5 @@ class Detections:
 
 
 def label_of(class_id: int, labels: tuple[str, ...]) -> str:
-    """A class's name, or its number where the labels do not name it."""
-    return labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
+    """A class's name; `class_7` where no labels name it (a decoder of one's own, unlabelled)."""
+    return labels[class_id] if 0 <= class_id < len(labels) else f"class_{class_id}"

@@ -41,11 +41,22 @@ def input_plan(cfg: Config, info: ModelInfo, model: ModelConfig | None = None,
 
 
 def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
-    """A rule naming a label the model does not have would silently never fire."""
-    if not labels:   # a user decoder that names no labels: nothing to check against
-        return
+    """What rules ask of the model (labels, and boxes for zones and lines), checked once its
+    outputs are known to fit `model.family`, so a detector mistaken for a classifier is told
+    about its family, not a rule's zone: a rule on a label the model does not have, or on
+    boxes a classifier has none of, would silently never fire."""
     for i, rule in enumerate(cfg.rules):
+        for key, ref in (("zone", rule.zone), ("crosses", rule.crosses)):
+            if ref is not None and cfg.model.family == "classify":
+                raise ConfigError(str(cfg.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
+                                  "needs boxes, but a classify model has none",
+                                  f"remove {key} from this rule")
         for lab in rule.labels:
+            if not labels:   # a decoder of one's own, and nothing names its classes
+                raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, but "
+                                  "the model has no labels (model.labels is not set and its "
+                                  "metadata has no 'names')", "set model.labels to a text file "
+                                  "with one label per line, in class id order")
             if lab not in labels:
                 shown = ", ".join(labels[:12]) + (" …" if len(labels) > 12 else "")
                 raise ConfigError(str(cfg.file), f"rules[{i}].labels", f"names {lab!r}, which the "

@@ -135,6 +135,24 @@ def one_box_pred(classes: int = 2, anchors: int = 32, hw: tuple[int, int] = (64,
     return pred
 
 
+def rows_per_pixel(path: Path, per_row: int, rows_per_h: int) -> Path:
+    """A model with a dynamic input whose output is [h × rows_per_h, per_row] zeros: the file
+    declares the first dim dynamic, as a batch would be, but a run gives many rows."""
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["n", per_row])
+    nodes = [
+        helper.make_node("Shape", ["images"], ["shape"]),
+        helper.make_node("Gather", ["shape", "two"], ["h"]),
+        helper.make_node("Mul", ["h", "per_h"], ["n"]),
+        helper.make_node("Concat", ["n", "cols"], ["target"], axis=0),
+        helper.make_node("ConstantOfShape", ["target"], ["output0"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([rows_per_h], np.int64), "per_h"),
+             numpy_helper.from_array(np.array([per_row], np.int64), "cols")]
+    return save_model(helper.make_graph(nodes, "rows", [x], [y], inits), path)
+
+
 def heavy_classifier(path: Path, size: int = 256, depth: int = 8, hw: tuple[int, int] = (32, 32),
                      classes: int = 2) -> Path:
     """A classifier with a dynamic batch whose cost is `depth` [size×size] MatMuls per image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -10,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from onnx_models import yolo_constant
+from conftest import edgert, write_config
+from onnx_models import rows_per_pixel, yolo_constant
 
 from edgert.config.types import InputConfig, ModelConfig
-from edgert.errors import ModelError
+from edgert.errors import DecoderError, ModelError
 from edgert.frame import Frame
 from edgert.infer import load_model
 from edgert.postprocess import make_decoder
@@ -111,3 +113,77 @@ def test_family_that_does_not_fit_the_outputs_is_a_clear_error(tmp_path: Path) -
     _, info = load_model(path)
     with pytest.raises(ModelError, match=r"m\.onnx.*family 'ssd'.*check model\.family"):
         make_decoder(ModelConfig(path=path, family="ssd"), info, (64, 64))
+
+
+# A family that does not fit the outputs: said at load, with the family that does.
+
+def test_classify_refuses_an_output_without_the_batch_first(tmp_path: Path) -> None:
+    path = yolo_constant(tmp_path / "head.onnx", np.zeros((1600, 80), np.float32))
+    _, info = load_model(path)
+    with pytest.raises(ModelError) as e:
+        make_decoder(ModelConfig(path=path, family="classify"), info, (64, 64))
+    assert str(e.value) == (
+        f"{path}: family 'classify' needs an output shaped [N, classes] with N the batch (1 or "
+        "dynamic), but the outputs are output0 [1600, 80]; check model.family: no built-in "
+        'family reads these outputs; a decoder of your own can (docs/models.md, "A decoder of '
+        'your own")')
+
+
+def test_a_detector_called_a_classifier_is_told_its_family(material: Path) -> None:
+    path = material / "models/yolox_nano_coco_416.onnx"
+    _, info = load_model(path)
+    with pytest.raises(ModelError, match=r"family 'classify' needs .* the outputs are output "
+                       r"\[1, 3549, 85\]; check model\.family: the outputs fit family 'yolov5' "
+                       r"or 'yolox'$"):
+        make_decoder(ModelConfig(path=path, family="classify"), info, (416, 416))
+
+
+def test_classify_refuses_a_dynamic_batch_that_gives_many_rows(tmp_path: Path) -> None:
+    # The file says [N, 80]; each run gives 1600 rows: not one image's class scores.
+    path = rows_per_pixel(tmp_path / "rows.onnx", 80, 25)
+    cfg = ModelConfig(path=path, family="classify", input=InputConfig(size=(64, 64)))
+    assert load_model(path)[1].output_shapes == ((None, 80),)
+    with pytest.raises(DecoderError, match=re.escape(
+            "output output0 is [1600, 80], but family 'classify' reads [1, 80]")):
+        detect(cfg, np.zeros((64, 64, 3), np.uint8), (64, 64))
+
+
+def test_a_real_classifier_still_reads_as_one(material: Path) -> None:
+    path = material / "models/mobilenetv2-12-int8.onnx"
+    _, info = load_model(path)
+    decoder = make_decoder(ModelConfig(path=path, family="classify"), info, (224, 224))
+    assert len(decoder.labels) == 1000 and decoder.output_name == "output"
+
+
+ZONE_RULE = """
+[[zones]]
+name = "gate"
+polygon = [[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]]
+
+[[rules]]
+name = "in-gate"
+zone = "gate"
+action = "stop"
+"""
+
+
+def zone_config(tmp: Path, model: Path) -> Path:
+    return write_config(tmp / "d.toml", f'device_id = "z"\n[source]\nurl = "pattern:"\n[model]\n'
+                        f'path = "{model}"\nfamily = "classify"\n[fail_safe]\naction = "stop"\n'
+                        + ZONE_RULE)
+
+
+def test_a_zone_rule_does_not_hide_that_the_outputs_are_a_detectors(tmp_path: Path) -> None:
+    # The mistake is the family; the zone rule is only fine for the family actually meant.
+    model = yolo_constant(tmp_path / "det.onnx", np.zeros((1, 6, 8), np.float32))
+    proc = edgert("check", str(zone_config(tmp_path, model)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "family 'classify' needs" in proc.stderr and "fit family 'yolov8'" in proc.stderr
+    assert "rules[0].zone" not in proc.stderr
+
+
+def test_a_zone_rule_on_a_real_classifier_is_still_refused(tmp_path: Path, material: Path) -> None:
+    proc = edgert("check", str(zone_config(tmp_path, material / "models/mobilenetv2-12-int8.onnx")))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("rules[0].zone: of rule 'in-gate' needs boxes, but a classify model has none; "
+            "remove zone from this rule") in proc.stderr

@@ -221,3 +221,116 @@ def test_the_annotated_video_draws_keypoints(tmp_path: Path) -> None:
     annotator.draw(img, Scene(img, 0, (face,), "none", "ok", 1.0))
     annotator.close()
     assert tuple(img[50, 20]) == AMBER
+
+
+# Class ids and labels.
+
+WRONG_COLUMN = """
+import numpy as np
+from my_models import ultraface
+
+def decode(outputs, ctx):
+    # A plausible slip: the face is column 1 of `scores`, so class 1 — but labels has one line.
+    boxes, scores, ids = ultraface.decode(outputs, ctx)
+    return boxes, scores, ids + 1
+"""
+
+def docs_ultraface_model(model: Path, family: str, labels: bool) -> str:
+    """The worked example's [model] tables from docs/models.md, for this model and family."""
+    text = (REPO / "docs/models.md").read_text()
+    toml = re.search(r"UltraFace through a decoder of your own.*?```toml\n(.*?)```", text,
+                     re.S).group(1)
+    toml = toml.replace('"ultraface_version-slim-320.onnx"', f'"{model}"')
+    toml = toml.replace('"my_models.ultraface:decode"', f'"{family}"')
+    return toml if labels else re.sub(r"^labels = .*\n", "", toml, flags=re.M)
+
+
+def uface_config(tmp: Path, material: Path, photos: list[str], family: str, labels: bool = True,
+                 rules: str = "", blank_first: bool = False) -> Path:
+    """A folder of the given photos (a blank frame first: the warm-up sees no face)."""
+    images = tmp / "images"
+    images.mkdir()
+    if blank_first:
+        cv2.imwrite(str(images / "0_blank.jpg"), np.zeros((240, 320, 3), np.uint8))
+    for i, name in enumerate(photos, 1):
+        (images / f"{i}_{name}").write_bytes((material / "images" / name).read_bytes())
+    (tmp / "face.txt").write_text("face\n")
+    model = docs_ultraface_model(material / "models/ultraface_version-slim-320.onnx", family,
+                                 labels)
+    return write_config(tmp / "faces.toml", f'device_id = "faces"\n[source]\n'
+                        f'url = "images:{images}"\nmode = "every"\n{model}\n'
+                        '[runtime]\nbudget_ms = 5000\n[fail_safe]\naction = "stop"\n'
+                        f'[[outputs]]\ntype = "stdout"\n{rules}')
+
+
+def test_a_class_id_beyond_the_labels_is_a_decoder_error_per_frame(tmp_path: Path,
+                                                                   material: Path) -> None:
+    root = doc_decoders(tmp_path / "py")
+    (root / "kp_test.py").write_text(WRONG_COLUMN)
+    cfg = uface_config(tmp_path, material, ["000000005001.jpg", "bus.jpg"], "kp_test:decode",
+                       blank_first=True)
+    proc = edgert("run", str(cfg), env={"PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr            # the loop went on
+    recs = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert [(r["status"], r.get("cause"), r.get("stage")) for r in recs] == [
+        ("ok", None, None), ("fail_safe", "error", "postprocess"),
+        ("fail_safe", "error", "postprocess")]
+    said = ("DecoderError: decoder kp_test:decode gave class_id 1, but model.labels has 1 label "
+            "(ids 0 to 0); fix the decoder or the labels")
+    assert recs[1]["error"] == said
+    assert "postprocess_error on 1 frame(s) so far: " + said in proc.stderr
+
+
+def test_a_class_id_beyond_the_labels_on_the_warm_up_frame_stops_the_start(
+        tmp_path: Path, material: Path) -> None:
+    root = doc_decoders(tmp_path / "py")
+    (root / "kp_test.py").write_text(WRONG_COLUMN)
+    cfg = uface_config(tmp_path, material, ["000000005001.jpg"], "kp_test:decode")
+    proc = edgert("run", str(cfg), env={"PYTHONPATH": str(root)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model.family 'kp_test:decode' failed on the first inference" in proc.stderr
+    assert "gave class_id 1, but model.labels has 1 label" in proc.stderr
+
+
+def test_without_labels_check_says_so_and_records_name_class_0(tmp_path: Path,
+                                                                material: Path) -> None:
+    root = doc_decoders(tmp_path / "py")
+    cfg = uface_config(tmp_path, material, ["000000005001.jpg"], "my_models.ultraface:decode",
+                       labels=False)
+    env = {"PYTHONPATH": str(root)}
+    proc = edgert("check", str(cfg), env=env)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("labels"))
+    assert line == ("labels     none: records name classes class_0, class_1, … by class id "
+                    "(model.labels is not set and the model's metadata has no 'names'; set "
+                    "model.labels to a text file with one label per line)")
+    proc = edgert("run", str(cfg), env=env)
+    assert proc.returncode == 0, proc.stderr
+    faces = json.loads(proc.stdout.splitlines()[0])["detections"]
+    assert len(faces) >= 5 and {d["label"] for d in faces} == {"class_0"}
+
+
+def test_a_rule_on_a_label_of_an_unlabelled_decoder_is_refused(tmp_path: Path,
+                                                               material: Path) -> None:
+    root = doc_decoders(tmp_path / "py")
+    rule = '[[rules]]\nname = "faces"\nlabels = ["face"]\naction = "greet"\n'
+    cfg = uface_config(tmp_path, material, ["bus.jpg"], "my_models.ultraface:decode",
+                       labels=False, rules=rule)
+    proc = edgert("check", str(cfg), env={"PYTHONPATH": str(root)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ("rules[0].labels: names 'face', but the model has no labels" in proc.stderr
+            and "set model.labels" in proc.stderr)
+
+
+def test_a_built_in_family_without_labels_names_classes_class_n(tmp_path: Path) -> None:
+    pred = np.zeros((1, 40, 7), np.float32)           # yolov5 rows, two classes, no metadata
+    pred[0, 0] = [20, 20, 10, 10, 0.9, 0.1, 0.8]
+    yolo_constant(tmp_path / "v5.onnx", pred)
+    cfg = write_config(tmp_path / "d.toml", 'device_id = "a"\n[source]\nurl = "pattern:"\n'
+                       '[model]\npath = "v5.onnx"\nfamily = "yolov5"\n[fail_safe]\n'
+                       'action = "stop"\n[[outputs]]\ntype = "stdout"\n')
+    proc = edgert("check", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert "labels     2, unnamed: class_0, class_1 (model.labels is not set" in proc.stdout
+    proc = edgert("run", str(cfg), "--frames", "1")
+    assert json.loads(proc.stdout)["detections"][0]["label"] == "class_1"

@@ -733,10 +733,6 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
                     raise ConfigError(str(top.file), f"rules[{i}].direction", f"of rule "
                                       f"{rule.name!r} is {rule.direction!r}, which never happens "
                                       f"on line {ref!r}", f"use {' or '.join(across)} or 'any'")
-            if ref is not None and model.family == "classify":
-                raise ConfigError(str(top.file), f"rules[{i}].{key}", f"of rule {rule.name!r} "
-                                  "needs boxes, but a classify model has none",
-                                  f"remove {key} from this rule")
     secondaries = {sec.name: sec for sec in model.secondary}
     for i, rule in enumerate(rules):
         if rule.attribute is not None and rule.attribute[0] not in secondaries:

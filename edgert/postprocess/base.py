@@ -49,11 +49,18 @@ def xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     return out
 
 
+def unnamed_labels(classes: int) -> tuple[str, ...]:
+    """Names for a model nobody named the classes of: `class_0` … (a bare "0" reads as a count
+    in `edgert check` and as a number beside real names in records)."""
+    return tuple(f"class_{i}" for i in range(classes))
+
+
 def resolve_labels(cfg: ModelConfig, info: ModelInfo, classes: int) -> tuple[str, ...]:
-    """Labels from config, else the model's metadata, else numbers; a count mismatch is an error."""
+    """Labels from config, else the model's metadata, else class_0 …; a count mismatch is an
+    error."""
     labels = cfg.labels or info.names
     if labels is None:
-        return tuple(str(i) for i in range(classes))
+        return unnamed_labels(classes)
     if len(labels) != classes:
         src = "model.labels" if cfg.labels else "the model's metadata 'names'"
         raise ModelError(f"{info.path}: the model has {classes} classes but {src} lists "
@@ -61,6 +68,12 @@ def resolve_labels(cfg: ModelConfig, info: ModelInfo, classes: int) -> tuple[str
     return labels
 
 
-def no_output(info: ModelInfo, family: str, wanted: str) -> ModelError:
+def no_output(info: ModelInfo, family: str, wanted: str, fits: Sequence[str] = ()) -> ModelError:
+    """The outputs, by name and shape, and which family reads them, if a built-in one does."""
+    outputs = ", ".join(f"{n} {list(s)}" for n, s in zip(info.output_names, info.output_shapes))
+    others = [f for f in fits if f != family]
+    hint = (f"the outputs fit family {' or '.join(map(repr, others))}" if others else
+            "no built-in family reads these outputs; a decoder of your own can "
+            "(docs/models.md, \"A decoder of your own\")")
     return ModelError(f"{info.path}: family {family!r} needs {wanted}, but the outputs are "
-                      f"{[list(s) for s in info.output_shapes]}; check model.family")
+                      f"{outputs}; check model.family: {hint}")

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edgert.errors import DecoderError
 from edgert.frame import Detections
 from edgert.preprocess.transform import Transform
 
@@ -13,11 +14,17 @@ from edgert.preprocess.transform import Transform
 class ClassifyDecoder:
     """Softmax when the output is not already a probability distribution."""
 
-    def __init__(self, labels: tuple[str, ...], output_index: int, conf: float, top_k: int) -> None:
+    def __init__(self, labels: tuple[str, ...], output_index: int, conf: float, top_k: int,
+                 output_name: str = "") -> None:
         self.labels, self.index, self.conf, self.top_k = labels, output_index, conf, top_k
+        self.output_name = output_name or f"#{output_index}"
 
     def __call__(self, outputs: Sequence[np.ndarray], transform: Transform) -> Detections:
-        x = outputs[self.index].reshape(-1).astype(np.float32)
+        out = outputs[self.index]
+        if out.shape[0] != 1 or out.size != len(self.labels):   # a dynamic batch gave rows
+            raise DecoderError(f"output {self.output_name} is {list(out.shape)}, but family "
+                               f"'classify' reads [1, {len(self.labels)}]: one image's scores")
+        x = out.reshape(-1).astype(np.float32)
         if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
             x = np.exp(x - x.max())
             x /= x.sum()

@@ -59,11 +59,15 @@ def load_callable(spec: str) -> Callable[..., Any]:
 
 
 class UserDecoder:
+    """A decoder of one's own behind the built-in decoders' protocol; its result is checked
+    against the contract on every frame, so a mistake is named instead of mis-published."""
+
     def __init__(self, fn: Callable[..., Any], ctx: DecodeContext, iou: float, max_det: int,
-                 name: str = "") -> None:
+                 name: str = "", named_by: str = "") -> None:
         self.fn, self.ctx, self.labels = fn, ctx, ctx.labels
         self.iou, self.max_det = iou, max_det
         self.name = name or getattr(fn, "__qualname__", "the decoder")
+        self.named_by = named_by or "the labels"   # for messages: model.labels or metadata
 
     def __call__(self, outputs: Sequence[np.ndarray], transform: Transform) -> Detections:
         out = self.fn(outputs, self.ctx)
@@ -78,16 +82,31 @@ class UserDecoder:
         n = scores.shape[0]
         if boxes.shape[0] != n or class_ids.shape[0] != n:
             raise DecoderError(f"decoder {self.name} returned {boxes.shape[0]} boxes, {n} scores "
-                               f"and {class_ids.shape[0]} class ids; give one of each per detection")
+                               f"and {class_ids.shape[0]} class ids; give one of each per "
+                               "detection")
         keep = scores >= self.ctx.conf
-        if kp is None:
-            return finish(boxes[keep], scores[keep], class_ids[keep], self.labels, transform,
-                          self.iou, self.max_det)
-        kp = self._keypoints(kp, n)
-        # The loop's own NaN filter knows nothing of keypoints: drop such rows here, whole.
-        keep &= np.isfinite(boxes).all(axis=1) & np.isfinite(kp).all(axis=(1, 2))
-        return finish(boxes[keep], scores[keep], class_ids[keep], self.labels, transform,
-                      self.iou, self.max_det, keypoints=kp[keep])
+        if kp is not None:
+            kp = self._keypoints(kp, n)
+            # The loop's own NaN filter knows nothing of keypoints: drop such rows here, whole.
+            keep &= np.isfinite(boxes).all(axis=1) & np.isfinite(kp).all(axis=(1, 2))
+            kp = kp[keep]
+        class_ids = class_ids[keep]
+        if class_ids.size:
+            self._check_ids(class_ids)
+        return finish(boxes[keep], scores[keep], class_ids, self.labels, transform, self.iou,
+                      self.max_det, keypoints=kp)
+
+    def _check_ids(self, class_ids: np.ndarray) -> None:
+        """Records must not mix names with bare numbers: an id the labels do not name is the
+        decoder's or the labels file's mistake, said on the frame it happens."""
+        low, n = int(class_ids.min()), len(self.labels)
+        if low < 0:
+            raise DecoderError(f"decoder {self.name} gave class_id {low}; class ids count from 0")
+        high = int(class_ids.max())
+        if n and high >= n:
+            raise DecoderError(f"decoder {self.name} gave class_id {high}, but {self.named_by} "
+                               f"has {n} label{'s' * (n != 1)} (ids 0 to {n - 1}); fix the "
+                               "decoder or the labels")
 
     def _unpack(self, out: Any) -> tuple[Any, Any, Any, Any]:
         """A 3- or 4-sequence (a DecodeResult is one) or a dict with the same names."""
