@@ -94,6 +94,10 @@ class StageCosts:
         self._refused += 1
         return False
 
+    def refused(self) -> None:
+        """A stage given up on without asking `fits` (counts towards the next probe)."""
+        self._refused += 1
+
     def passed(self) -> None:
         """A frame got through every stage: no probe is due."""
         self._refused = 0

@@ -214,9 +214,9 @@ def heavy_enough(path: Path, ms: float) -> float:
 def test_a_tight_budget_cuts_the_secondary_stage_short_never_an_ok_late(tmp_path: Path) -> None:
     four_boxes(tmp_path, 8)
     one = heavy_enough(tmp_path / "heavy.onnx", 15.0)
-    # Room for about three crops of eight: whatever the load does to a crop's cost (it
-    # varies twofold on a busy machine), some run and the rest are marked; never late.
-    budget = round(3 * one + 5, 1)
+    # Room for about four crops of eight: whatever the load does to a crop's cost (short of
+    # halving it or making it four times dearer), some run and the rest are marked; never late.
+    budget = round(4 * one + 5, 1)
     cfg = write_config(tmp_path / "d.toml", FOUR.format(budget=budget).replace(
         "max_crops = 4", "max_crops = 8"))
     run = edgert("run", "--frames", "90", str(cfg), cwd=tmp_path, timeout=300)
@@ -247,11 +247,15 @@ def test_the_guard_stops_a_secondary_run_at_the_deadline(tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stderr.split("summary: ", 1)[1].splitlines()[0])
     assert summary["late_ok"] == 0
-    assert summary["guard"]["runs_stopped"] >= 1   # the first crops, before costs were learned
+    # Not one crop is expected to fit, but every so often one is tried anyway (costs learned
+    # on a busy spell must not shut the stage for good): the guard stops it at the deadline.
+    assert summary["guard"]["runs_stopped"] >= 1
     recs = decisions(tmp_path / "out.jsonl")
     stopped = [r for r in recs if r["status"] == "fail_safe" and r.get("stage") == "secondary"]
     assert stopped, [(r["status"], r.get("cause"), r.get("stage")) for r in recs[:10]]
     ok = [r for r in recs if r["status"] == "ok"]
-    # Once learned, the stage is not started: ok records with every crop marked.
-    assert ok and all(d["attributes"]["heavy"] == {"skipped": "budget"}
-                      for r in ok for d in r["detections"])
+    # Otherwise the stage is not started: ok records with every crop marked (a probe that
+    # happened to finish in time may have run one).
+    untouched = [r for r in ok if all(d["attributes"]["heavy"] == {"skipped": "budget"}
+                                      for d in r["detections"])]
+    assert ok and len(untouched) >= 0.8 * len(ok)

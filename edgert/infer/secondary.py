@@ -68,6 +68,7 @@ class SecondaryStage:
         self._on_labels: tuple[str, ...] | None = None
         self._on = np.zeros(1, np.bool_)
         self.runs = self.crops_run = self.cut_short = self.errors = 0
+        self._seen = 0.0   # the last run's seconds per crop
 
     def _wanted(self, det: Detections) -> np.ndarray:
         """Indices of the detections to crop, best primary score first (detections come so)."""
@@ -80,12 +81,17 @@ class SecondaryStage:
         return np.flatnonzero(self._on[ids] & (det.scores >= self.cfg.min_score))
 
     def cost(self, k: int) -> float:
-        return self.costs.expected("one") + (k - 1) * self.costs.expected("more")
+        """Predicted seconds for a run of k crops; until enough runs were seen to learn from,
+        the last run's cost per crop stands in."""
+        one = self.costs.expected("one") or self._seen
+        return one + (k - 1) * (self.costs.expected("more") or one)
 
     def _fit(self, left: float, n: int) -> int:
-        """How many of `n` crops the next run may take with `left` seconds to spare. One at a
-        time until a crop's cost is known: a batch is sized from it."""
-        k = min(n, self.batch) if self.costs.expected("one") > 0.0 else 1
+        """How many of `n` crops the next run may take with `left` seconds to spare; one, the
+        very first time, to learn what a crop costs."""
+        if self.cost(1) == 0.0:
+            return 1
+        k = min(n, self.batch)
         while k > 0 and self.cost(k) > left:
             k -= 1
         return k
@@ -111,7 +117,7 @@ class SecondaryStage:
             if k == 0 and probe:
                 k, probe = 1, False   # the learned costs may be stale: one run to learn from
             elif k == 0 and done == 0:
-                self.costs.fits("one", left)   # counts the refusal towards the next probe
+                self.costs.refused()
             if k == 0 or left <= 0.0:
                 break
             rows = wanted[done:done + k]
@@ -123,6 +129,7 @@ class SecondaryStage:
             result = self.runner.run(self.crops.tensor[:k])
             took = now() - t0
             self._learn(k, took, result.stopped)
+            self._seen = max(self._seen, took / k) if result.stopped else took / k
             if result.outputs is None:
                 if result.stopped:
                     ok = False
