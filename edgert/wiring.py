@@ -131,7 +131,7 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
         from edgert.postprocess.user import DecodeContext, load_callable
         labels = sec.model.labels or info.names or ()
         ctx = DecodeContext(hw, info.output_names, labels, sec.model.conf, info.metadata)
-        read = user_reader(load_callable(sec.model.family), ctx)
+        read = user_reader(load_callable(sec.model.family), ctx, sec.model.family)
     crops = CropPreprocessor(plan.input, hw, dtype, batch, sec.padding,
                              channels_last=plan.input.layout == "nhwc")
     return SecondaryStage(sec, InferenceRunner(session, info.input_name), crops, read, labels,

@@ -259,3 +259,26 @@ def test_the_guard_stops_a_secondary_run_at_the_deadline(tmp_path: Path) -> None
     untouched = [r for r in ok if all(d["attributes"]["heavy"] == {"skipped": "budget"}
                                       for d in r["detections"])]
     assert ok and len(untouched) >= 0.8 * len(ok)
+
+
+DECODER = '''
+def read(outputs, ctx):
+    # One answer per crop, in the dict form of the decoder contract.
+    return {"boxes": [[0, 0, 1, 1]], "scores": [0.8], "class_ids": [1]}
+'''
+
+
+def test_a_secondary_decoder_of_ones_own_names_its_classes(tmp_path: Path) -> None:
+    four_boxes(tmp_path, 2)
+    heavy_classifier(tmp_path / "heavy.onnx", size=64, depth=1)
+    (tmp_path / "mydecoder.py").write_text(DECODER)
+    (tmp_path / "kinds.txt").write_text("plain\nstriped\n")
+    text = FOUR.format(budget=2000).replace('family = "classify"', 'family = "mydecoder:read"\n'
+                                            'labels = "kinds.txt"')
+    cfg = write_config(tmp_path / "d.toml", text)
+    run = edgert("run", "--frames", "5", str(cfg), cwd=tmp_path, timeout=300,
+                 env={"PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    recs = decisions(tmp_path / "out.jsonl")
+    assert [d["attributes"]["heavy"] for r in recs for d in r["detections"]] == \
+        [{"label": "striped", "class_id": 1, "score": 0.8}] * 2 * len(recs)

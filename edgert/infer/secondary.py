@@ -16,9 +16,10 @@ import numpy as np
 
 from edgert.config.types import SecondaryConfig
 from edgert.costs import StageCosts
-from edgert.frame import Detections
+from edgert.frame import Detections, label_of
 from edgert.guard import Ticket
 from edgert.infer.runner import InferenceRunner
+from edgert.postprocess.user import unpack
 from edgert.preprocess.crops import CropPreprocessor
 from edgert.records import Attr
 
@@ -44,15 +45,16 @@ def classify_reader(output_index: int) -> Reader:
     return read
 
 
-def user_reader(fn: Callable[..., Any], ctx: Any) -> Reader:
-    """A user decoder on one crop's outputs: its best-scoring result."""
+def user_reader(fn: Callable[..., Any], ctx: Any, name: str) -> Reader:
+    """A user decoder on one crop's outputs (any form the decoder contract allows): its
+    best-scoring result."""
     def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float] | None:
-        got = fn([o[j:j + 1] for o in outputs], ctx)
-        scores = np.asarray(got[1], np.float64).reshape(-1)
+        _, scores, class_ids, _ = unpack(fn([o[j:j + 1] for o in outputs], ctx), name)
+        scores = np.asarray(scores, np.float64).reshape(-1)
         if scores.size == 0:
             return None
         best = int(np.argmax(scores))
-        return int(np.asarray(got[2]).reshape(-1)[best]), float(scores[best])
+        return int(np.asarray(class_ids).reshape(-1)[best]), float(scores[best])
     return read
 
 
@@ -159,7 +161,7 @@ class SecondaryStage:
         if got is None:
             return Attr("", -1, 0.0, "nothing")
         c, score = got
-        label = self.labels[c] if 0 <= c < len(self.labels) else str(c)
+        label = label_of(c, self.labels)
         return Attr(label, c, round(score, 4), None if score >= self.conf else "low_score")
 
     def _learn(self, k: int, took: float, stopped: bool) -> None:

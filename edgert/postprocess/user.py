@@ -75,7 +75,7 @@ class UserDecoder:
             boxes, scores, class_ids = out
             kp = None
         else:
-            boxes, scores, class_ids, kp = self._unpack(out)
+            boxes, scores, class_ids, kp = unpack(out, self.name)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
         class_ids = np.asarray(class_ids).astype(np.int32).reshape(-1)
@@ -108,20 +108,6 @@ class UserDecoder:
                                f"has {n} label{'s' * (n != 1)} (ids 0 to {n - 1}); fix the "
                                "decoder or the labels")
 
-    def _unpack(self, out: Any) -> tuple[Any, Any, Any, Any]:
-        """A 3- or 4-sequence (a DecodeResult is one) or a dict with the same names."""
-        if isinstance(out, Mapping):
-            missing = [k for k in _KEYS[:3] if k not in out]
-            unknown = [k for k in out if k not in _KEYS]
-            if missing or unknown:
-                raise DecoderError(f"decoder {self.name} returned a dict with keys {list(out)}; "
-                                   f"use {', '.join(_KEYS[:3])} and optionally keypoints")
-            return out["boxes"], out["scores"], out["class_ids"], out.get("keypoints")
-        if isinstance(out, (tuple, list)) and len(out) in (3, 4):
-            return (out[0], out[1], out[2], out[3] if len(out) == 4 else None)
-        raise DecoderError(f"decoder {self.name} returned {type(out).__name__}; return "
-                           "(boxes, scores, class_ids[, keypoints]), a dict or a DecodeResult")
-
     def _keypoints(self, kp: Any, n: int) -> np.ndarray:
         arr = np.asarray(kp, np.float32)
         if n == 0 and arr.size == 0:
@@ -130,3 +116,18 @@ class UserDecoder:
             raise DecoderError(f"decoder {self.name} returned keypoints shaped {arr.shape} for "
                                f"{n} detections; give (N, K, 2) x, y or (N, K, 3) x, y, score")
         return arr
+
+
+def unpack(out: Any, name: str) -> tuple[Any, Any, Any, Any]:
+    """A 3- or 4-sequence (a DecodeResult is one) or a dict with the same names."""
+    if isinstance(out, Mapping):
+        missing = [k for k in _KEYS[:3] if k not in out]
+        unknown = [k for k in out if k not in _KEYS]
+        if missing or unknown:
+            raise DecoderError(f"decoder {name} returned a dict with keys {list(out)}; "
+                               f"use {', '.join(_KEYS[:3])} and optionally keypoints")
+        return out["boxes"], out["scores"], out["class_ids"], out.get("keypoints")
+    if isinstance(out, (tuple, list)) and len(out) in (3, 4):
+        return (out[0], out[1], out[2], out[3] if len(out) == 4 else None)
+    raise DecoderError(f"decoder {name} returned {type(out).__name__}; return "
+                       "(boxes, scores, class_ids[, keypoints]), a dict or a DecodeResult")
