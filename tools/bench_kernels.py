@@ -95,14 +95,20 @@ def decode_case(max_det: int, reps: int, warmup: int, anchors: int = 8400, class
                t_ref, t_new)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def side_by_side_args(doc: str) -> argparse.Namespace:
+    """--reps, --warmup and --cv-threads; numba on one thread, OpenCV on --cv-threads."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--reps", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--cv-threads", type=int, default=1)
     args = ap.parse_args()
     numba.set_num_threads(1)
     cv2.setNumThreads(args.cv_threads)
+    return args
+
+
+def main() -> None:
+    args = side_by_side_args(__doc__)
     print(f"numba {numba.__version__} (1 thread), OpenCV {cv2.__version__} "
           f"({cv2.getNumThreads()} threads), numpy {np.__version__}; {args.reps} reps, "
           f"kernels from cache: preprocess {fused.kernels_from_cache()}, "

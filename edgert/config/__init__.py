@@ -2,8 +2,9 @@
 
 from edgert.config.load import load_config
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, Line, ModelConfig,
-                                 OutputConfig, Rule, RuntimeConfig, SerialConfig, SourceConfig,
-                                 Zone)
+                                 MotionConfig, OutputConfig, Rule, RuntimeConfig, SerialConfig,
+                                 SourceConfig, Zone)
 
 __all__ = ["load_config", "Config", "FailSafeConfig", "InputConfig", "Line", "ModelConfig",
-           "OutputConfig", "Rule", "RuntimeConfig", "SerialConfig", "SourceConfig", "Zone"]
+           "MotionConfig", "OutputConfig", "Rule", "RuntimeConfig", "SerialConfig",
+           "SourceConfig", "Zone"]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from edgert.config.reader import Section
 from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
-                                 ModelConfig, MqttConfig, OutputConfig, Rule, RuntimeConfig,
-                                 Rung, SecondaryConfig, SerialConfig, ServiceConfig,
-                                 SourceConfig, TrackerConfig, UserStageConfig, Zone)
+                                 ModelConfig, MotionConfig, MqttConfig, OutputConfig, Rule,
+                                 RuntimeConfig, Rung, SecondaryConfig, SerialConfig,
+                                 ServiceConfig, SourceConfig, TrackerConfig, UserStageConfig,
+                                 Zone)
 from edgert.config.types import DIRECTIONS, IMAGE_SUFFIXES
 from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
@@ -56,6 +57,7 @@ def load_config(path: str | Path) -> Config:
     lines = tuple(_line(s) for s in top.tables("lines"))
     rules = tuple(_rule(s) for s in top.tables("rules"))
     tracker = _tracker(top.table_("tracker"))
+    motion = _motion(top.table_("motion"), rules)
     fail_safe = _fail_safe(top.table_("fail_safe"))
     outputs = tuple(_output(s, device_id) for s in top.tables("outputs"))
     service = _service(top.table_("service"))
@@ -64,7 +66,7 @@ def load_config(path: str | Path) -> Config:
     _check_serial(fail_safe, rules, outputs, str(file))
     return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
                   fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, tracker=tracker,
-                  outputs=outputs, service=service)
+                  motion=motion, outputs=outputs, service=service)
 
 
 def _service(s: Section) -> ServiceConfig:
@@ -498,6 +500,29 @@ def _tracker(s: Section) -> TrackerConfig:
                         low_iou=s.number("low_iou", 0.5, lo=0.0, hi=1.0, lo_open=True),
                         confirm_hits=s.number("confirm_hits", 2, lo=1, integer=True),
                         lost_s=s.number("lost_s", 1.0, lo=0.0, lo_open=True))
+    s.done()
+    return cfg
+
+
+def _motion(s: Section, rules: tuple[Rule, ...]) -> MotionConfig:
+    cfg = MotionConfig(enabled=s.bool("enabled", False),
+                       grid=s.numbers("grid", 2, (36, 64), lo=2, hi=1024, integer=True),
+                       pixel_threshold=s.number("pixel_threshold", 12.0, lo=0.0, hi=255.0,
+                                                lo_open=True),
+                       area_threshold=s.number("area_threshold", 0.005, lo=0.0, hi=1.0),
+                       force_every_s=s.number("force_every_s", 1.0, lo=0.0, hi=86_400.0,
+                                              lo_open=True),
+                       zones_only=s.bool("zones_only", False))
+    if cfg.zones_only:
+        # Change outside the zones is ignored only if no rule looks outside them.
+        if not rules:
+            raise s.error("zones_only", "is true, but there are no rules, so no zones are used",
+                          'remove it, or add rules with zone = "ZONE"')
+        for i, rule in enumerate(rules):
+            if rule.zone is None:
+                raise s.error("zones_only", f"is true, but rules[{i}] ({rule.name!r}) names no "
+                              "zone and looks at the whole frame",
+                              "give that rule a zone, or remove zones_only")
     s.done()
     return cfg
 

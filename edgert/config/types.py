@@ -201,6 +201,18 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MotionConfig:
+    """Motion gating ([motion]): a frame too like the last inferred one skips the model."""
+
+    enabled: bool = False
+    grid: tuple[int, int] = (36, 64)   # [rows, columns] of grey block means a frame is reduced to
+    pixel_threshold: float = 12.0      # grey levels a block must move, global lighting taken out
+    area_threshold: float = 0.005      # share of blocks (zones_only: of the zones') that must move
+    force_every_s: float = 1.0         # media seconds: a frame is inferred at least this often
+    zones_only: bool = False           # count only blocks that touch a zone the rules use
+
+
+@dataclass(frozen=True, slots=True)
 class FailSafeConfig:
     """The action a late decision carries: configuration, never a guess."""
 
@@ -288,5 +300,6 @@ class Config:
     lines: tuple[Line, ...] = ()
     rules: tuple[Rule, ...] = ()
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     outputs: tuple[OutputConfig, ...] = ()
     service: ServiceConfig = field(default_factory=ServiceConfig)
