@@ -26,6 +26,8 @@ def decision_dict(d: Decision) -> dict[str, Any]:
         rec["rule"] = v.rule
     if v.rung is not None:
         rec["rung"] = v.rung
+    if v.reused:
+        rec["reused"] = True
     if v.cause is not None:
         rec["cause"], rec["stage"] = v.cause, v.stage
     if v.error is not None:
@@ -122,7 +124,7 @@ def decode_decision(rec: dict[str, Any]) -> Decision:
                       stage=rec.get("stage"), error=rec.get("error"), rung=rec.get("rung"),
                       held_seq=rec.get("held_seq"), held_age_ms=rec.get("held_age_ms"),
                       hold_expired=bool(rec.get("hold_expired", False)),
-                      source_id=rec.get("source_id"))
+                      source_id=rec.get("source_id"), reused=bool(rec.get("reused", False)))
     timing = Timing(captured_at=float(rec["captured_at"]), decided_at=float(rec["decided_at"]),
                     deadline_ms=float(rec["deadline_ms"]), latency_ms=dict(rec["latency_ms"]),
                     late_ms=rec.get("late_ms"))

@@ -19,6 +19,7 @@ from edgert.infer.secondary import SecondaryStage, run_all
 from edgert.infer.stage import UserStage
 from edgert.publish.herald import SEND_MARGIN_S
 from edgert.postprocess import Decoder
+from edgert.preprocess.motion import MotionGate
 from edgert.preprocess import Transform
 
 Preprocess = Callable[[Frame], "tuple[np.ndarray, Transform]"]
@@ -48,6 +49,7 @@ class FrameResult:
     cause: str | None = None
     stage: str | None = None
     error: str | None = None
+    reused: bool = False              # motion gating: the last inferred frame's detections
 
 
 def finite(det: Detections) -> Detections:
@@ -77,6 +79,8 @@ class Pipeline:
         self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
         self.secondaries: tuple[SecondaryStage, ...] = ()   # models on crops, shared by rungs
         self.user_stage: UserStage | None = None             # the user's cascade, after them
+        self.gate: MotionGate | None = None   # [motion]: made at warm-up, at the frame's size
+        self._last: Detections | None = None  # what the gate lets an unchanged frame reuse
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
         self.rules.missed(t.frame.media_s)   # the tracker coasts; no rule state moves
@@ -91,6 +95,24 @@ class Pipeline:
             return self._overrun(t, "predicted", stage)
         t.enter(stage, now)
         return None
+
+    def _reuse(self, t: Ticket, t0: float) -> FrameResult:
+        """An unchanged frame: no model runs; the rules see the last inferred detections."""
+        now = self.clock.now
+        t1 = now()
+        t.done("preprocess", (t1 - t0) * 1e3)   # the gate's own look at the frame
+        stop = self._start(t, "decide", t1, False)
+        if stop:
+            return stop
+        det = self._last
+        outcome = self.rules.decide(det, (t.frame.height, t.frame.width), t.frame.media_s,
+                                    reused=True)
+        if outcome.track_ids is not None:
+            det = dataclasses.replace(det, track_ids=outcome.track_ids)
+        t2 = now()
+        t.done("decide", (t2 - t1) * 1e3)
+        t.enter("publish", t2)
+        return FrameResult("ok", t.latency_ms, det, outcome, reused=True)
 
     def _secondary(self, t: Ticket, det: Detections, reserve: float,
                    probe: bool) -> tuple[Detections, str | None]:
@@ -117,6 +139,10 @@ class Pipeline:
         stop = self._start(t, "preprocess", t0, probe)
         if stop:
             return stop
+        gate = self.gate
+        if gate is not None and self._last is not None and not gate.due(t.frame.media_s) \
+                and not gate.changed(t.frame.image):
+            return self._reuse(t, t0)
         tensor, transform = self.preprocess(t.frame)
         t1 = now()
         t.done("preprocess", (t1 - t0) * 1e3)
@@ -157,6 +183,9 @@ class Pipeline:
             if failed is not None:
                 return self._overrun(t, "error", "secondary", failed)
             t3 = t4
+        if gate is not None:
+            gate.inferred(t.frame.image, t.frame.media_s)
+            self._last = detections
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop

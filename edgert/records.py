@@ -65,6 +65,7 @@ class Verdict:
     held_age_ms: float | None = None  # … and its age in media time
     hold_expired: bool = False        # hold_last had nothing recent enough: the safe action
     source_id: str | None = None      # only where several sources share a run
+    reused: bool = False              # motion gating: unchanged, the last inferred detections
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ class Runtime:
         self._herald_stats: dict[str, Any] = {}
         self.ladder: Ladder | None = None   # made at warm-up, from the rungs' measured costs
         self.event_seq = 0
+        self.reused = 0   # frames motion gating let skip the model
         self._last_frame: Frame | None = None
 
     @property
@@ -166,6 +167,8 @@ class Runtime:
         if self.watch is not None:
             self.watch.on_frame(frame, result, seq)
         made = self._hand_over(t, pipeline, result)
+        if result.reused:
+            self.reused += 1
         if result.outcome is not None and result.outcome.events:
             # Decided is decided: a frame whose record missed its deadline still moved the
             # rules and the tracker, so its events go out too, after its record.
@@ -212,7 +215,7 @@ class Runtime:
             self.cfg.device_id, self.run_id, t.seq,
             Verdict(frame.index, "ok", outcome.action, outcome.rule,
                     result.detections.to_dets() if result.detections else (),
-                    rung=self._rung_name(pipeline)),
+                    rung=self._rung_name(pipeline), reused=result.reused),
             Timing(captured, captured + (t0 - frame.arrival_s), self.cfg.runtime.budget_ms, lat))
         herald.offer(Offer(t.seq, encode(decision), outcome.action, outcome.rule))
         # CPU time, not wall time: a preemption between two frames must not inflate the
@@ -399,6 +402,8 @@ class Runtime:
         s, h = self.summary, self._herald_stats
         s.late_ok = h.get("late_ok", 0)
         s.extra["events"] = self.event_seq
+        if self.cfg.motion.enabled:
+            s.extra["motion"] = {"reused": self.reused}
         s.extra["outputs"] = h.get("outputs", {})
         s.extra["sender"] = {"priority": h.get("priority", self.herald.priority),
                              "fired": h.get("fired", 0)}

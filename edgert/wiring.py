@@ -240,6 +240,12 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
         baseline.append(sorted(later)[len(later) // 2] / 1e3)
     for stage in rungs[0].secondaries if rungs else ():
         warm_secondary(stage, image)
+    if cfg.motion.enabled:   # at the frame's size, so it is known now; one for every rung
+        from edgert.preprocess.motion import MotionGate
+        gate = MotionGate.for_config(cfg, image.shape[:2])
+        gate.warm_up()
+        for pipeline in rungs:
+            pipeline.gate, pipeline._last = gate, None
     return baseline
 
 

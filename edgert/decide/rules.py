@@ -129,6 +129,7 @@ class RuleEngine:
         self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
         needs = any(r.tracked for r in rules)
         self.tracker = Tracker(tracker or TrackerConfig(), kernels) if needs else None
+        self._last_ids: np.ndarray | None = None   # the last inferred frame's track ids
 
     def adopt(self, old: RuleEngine, t: float, keep_tracks: bool = True) -> None:
         """After a reload, carry on from `old` (a fresh engine's state is empty): its open
@@ -155,18 +156,24 @@ class RuleEngine:
             gone.end(t)
         self._by_priority = sorted(self._rules, key=lambda s: (-s.rule.priority, s.order))
         if same_tracks:
-            self.tracker = old.tracker
+            self.tracker, self._last_ids = old.tracker, old._last_ids
 
     def fresh(self) -> RuleEngine:
         """A new engine with the same rules: for warm-up, which must not touch this one's state."""
         return RuleEngine(*self._args)
 
-    def decide(self, det: Detections, frame_hw: tuple[int, int], t: float = 0.0) -> Outcome:
-        """One decided frame at media time `t` (seconds)."""
+    def decide(self, det: Detections, frame_hw: tuple[int, int], t: float = 0.0,
+               reused: bool = False) -> Outcome:
+        """One decided frame at media time `t` (seconds). `reused`: the detections are the last
+        inferred frame's (motion gating found nothing new): the tracker coasts, ids stay."""
         v = _View(det, frame_hw)
         ids = None
         if self.tracker is not None and v.boxes is not None:
-            ids = self.tracker.update(v.boxes, v.scores, t)
+            if reused and self._last_ids is not None and len(self._last_ids) == len(det):
+                self.tracker.coast(t)
+                ids = self._last_ids
+            else:
+                ids = self._last_ids = self.tracker.update(v.boxes, v.scores, t)
         matched = []
         for st in self._rules:
             r = st.rule

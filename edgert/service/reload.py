@@ -35,7 +35,7 @@ RESTART = ("device_id", "source", "runtime.guard_priority", "runtime.loop_priori
 # What a new model (loaded and warmed beside the old one) takes.
 MODEL = ("model", "runtime.providers", "runtime.intra_op_threads", "runtime.inter_op_threads",
          "runtime.kernels", "runtime.provider_policy", "runtime.provider_options",
-         "runtime.ladder", "runtime.cost_quantile")
+         "runtime.ladder", "runtime.cost_quantile", "motion")
 
 
 def _get(cfg: Config, key: str) -> Any:
