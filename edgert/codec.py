@@ -56,17 +56,21 @@ def _det(x: Det) -> dict[str, Any]:
     return d
 
 
+def _points(kps: Any) -> tuple | None:
+    if kps is None:
+        return None
+    return tuple((float(p[0]), float(p[1]), None if p[2] is None else float(p[2])) for p in kps)
+
+
 def _det_from(d: dict[str, Any]) -> Det:
-    kps = d.get("keypoints")
     attrs = d.get("attributes")
     return Det(d["label"], int(d["class_id"]), float(d["score"]),
                tuple(d["box"]) if "box" in d else None, d.get("track_id"),
-               None if kps is None else tuple(
-                   (float(p[0]), float(p[1]), None if p[2] is None else float(p[2]))
-                   for p in kps),
+               _points(d.get("keypoints")),
                None if attrs is None else {
                    name: Attr(a.get("label", ""), int(a.get("class_id", -1)),
-                              float(a.get("score", 0.0)), a.get("skipped"))
+                              float(a.get("score", 0.0)), a.get("skipped"),
+                              _points(a.get("keypoints")))
                    for name, a in attrs.items()})
 
 
@@ -76,6 +80,8 @@ def _attr(a: Attr) -> dict[str, Any]:
                          if a.label else {})
     if a.skipped:
         d["skipped"] = a.skipped
+    if a.keypoints is not None:
+        d["keypoints"] = a.keypoints
     return d
 
 

@@ -19,6 +19,9 @@ STAGES = ("capture", "preprocess", "infer", "postprocess", "decide")
 NO_ACTION = "none"
 
 
+Keypoint = tuple[float, float, float | None]   # x, y in frame pixels; score None: not given
+
+
 class Attr(NamedTuple):
     """What a secondary model said about one detection (the record's `attributes` values)."""
 
@@ -28,9 +31,7 @@ class Attr(NamedTuple):
     # Not a result: "budget" (the deadline would not allow the run), "max_crops" (more crops
     # than allowed), "error"; "low_score": below the secondary's conf (label and score kept).
     skipped: str | None = None
-
-
-Keypoint = tuple[float, float, float | None]   # x, y in frame pixels; score None: not given
+    keypoints: tuple[Keypoint, ...] | None = None   # a landmarks decoder's, in frame pixels
 
 
 class Det(NamedTuple):

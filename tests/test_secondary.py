@@ -282,3 +282,30 @@ def test_a_secondary_decoder_of_ones_own_names_its_classes(tmp_path: Path) -> No
     recs = decisions(tmp_path / "out.jsonl")
     assert [d["attributes"]["heavy"] for r in recs for d in r["detections"]] == \
         [{"label": "striped", "class_id": 1, "score": 0.8}] * 2 * len(recs)
+
+
+LANDMARKS = '''
+def corners(outputs, ctx):
+    # Two landmarks at the crop input's corners (32 x 32), in the crop's input pixels.
+    return {"boxes": [[0, 0, 32, 32]], "scores": [0.9], "class_ids": [0],
+            "keypoints": [[[0.0, 0.0, 0.9], [32.0, 32.0, 0.8]]]}
+'''
+
+
+def test_a_secondary_landmarks_decoder_gives_points_in_frame_pixels(tmp_path: Path) -> None:
+    four_boxes(tmp_path, 2)
+    heavy_classifier(tmp_path / "heavy.onnx", size=64, depth=1)
+    (tmp_path / "marks.py").write_text(LANDMARKS)
+    text = FOUR.format(budget=2000).replace('family = "classify"', 'family = "marks:corners"\n'
+                                            'padding = 0.0')
+    cfg = write_config(tmp_path / "d.toml", text)
+    run = edgert("run", "--frames", "3", str(cfg), cwd=tmp_path, timeout=300,
+                 env={"PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    for rec in decisions(tmp_path / "out.jsonl"):
+        for d in rec["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            kps = d["attributes"]["heavy"]["keypoints"]
+            assert abs(kps[0][0] - x1) < 0.2 and abs(kps[0][1] - y1) < 0.2, (kps, d["box"])
+            assert abs(kps[1][0] - x2) < 0.2 and abs(kps[1][1] - y2) < 0.2, (kps, d["box"])
+            assert [k[2] for k in kps] == [0.9, 0.8]

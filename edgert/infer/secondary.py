@@ -29,32 +29,34 @@ BUDGET = Attr("", -1, 0.0, "budget")
 MAX_CROPS = Attr("", -1, 0.0, "max_crops")
 ERROR = Attr("", -1, 0.0, "error")
 
-# A batch's outputs for crop j → (class id, score), or None for "nothing found".
-Reader = Callable[[Sequence[np.ndarray], int], "tuple[int, float] | None"]
+# A batch's outputs for crop j → (class id, score, keypoints in the crop's input pixels or
+# None), or None for "nothing found".
+Reader = Callable[[Sequence[np.ndarray], int], "tuple[int, float, np.ndarray | None] | None"]
 
 
 def classify_reader(output_index: int) -> Reader:
     """[N, classes] logits or probabilities → the top class of row j."""
-    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float] | None:
+    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float, None] | None:
         x = outputs[output_index][j].reshape(-1).astype(np.float64)
         if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
             x = np.exp(x - x.max())
             x /= x.sum()
         c = int(np.argmax(x))
-        return c, float(x[c])
+        return c, float(x[c]), None
     return read
 
 
 def user_reader(fn: Callable[..., Any], ctx: Any, name: str) -> Reader:
     """A user decoder on one crop's outputs (any form the decoder contract allows): its
     best-scoring result."""
-    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float] | None:
-        _, scores, class_ids, _ = unpack(fn([o[j:j + 1] for o in outputs], ctx), name)
+    def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float, Any] | None:
+        _, scores, class_ids, kps = unpack(fn([o[j:j + 1] for o in outputs], ctx), name)
         scores = np.asarray(scores, np.float64).reshape(-1)
         if scores.size == 0:
             return None
         best = int(np.argmax(scores))
-        return int(np.asarray(class_ids).reshape(-1)[best]), float(scores[best])
+        points = None if kps is None else np.asarray(kps, np.float64)[best]
+        return int(np.asarray(class_ids).reshape(-1)[best]), float(scores[best]), points
     return read
 
 
@@ -160,9 +162,13 @@ class SecondaryStage:
             return ERROR
         if got is None:
             return Attr("", -1, 0.0, "nothing")
-        c, score = got
+        c, score, points = got
         label = label_of(c, self.labels)
-        return Attr(label, c, round(score, 4), None if score >= self.conf else "low_score")
+        kps = None
+        if points is not None:   # a landmarks decoder: its points, in frame pixels
+            xy = self.crops.to_frame(j, points).round(1).tolist()
+            kps = tuple((p[0], p[1], round(p[2], 4) if len(p) > 2 else None) for p in xy)
+        return Attr(label, c, round(score, 4), None if score >= self.conf else "low_score", kps)
 
     def _learn(self, k: int, took: float, stopped: bool) -> None:
         if k == 1 or stopped:   # a batch stopped at the deadline: the stage does not fit

@@ -73,6 +73,8 @@ class CropPreprocessor:
             table = np.clip(np.rint(table), np.iinfo(self.dtype).min, np.iinfo(self.dtype).max)
         self._lut = np.ascontiguousarray(table.astype(self.dtype))
         self._fill = np.ascontiguousarray(self._lut[np.arange(3), cfg.pad_value])
+        # Per slot, how input pixels map back: frame = origin + (input - offset) * scale.
+        self._back = np.zeros((batch, 6), np.float64)
 
     def box(self, box: np.ndarray, frame_hw: tuple[int, int]) -> tuple[float, float, float, float]:
         """The padded crop of `box` (x1, y1, x2, y2), clipped to the frame."""
@@ -96,5 +98,15 @@ class CropPreprocessor:
             ih, iw = max(1, min(h, round((y1 - y0) * r))), max(1, min(w, round((x1 - x0) * r)))
             if self.cfg.align == "center":
                 top, left = (h - ih) // 2, (w - iw) // 2
-        crop_into(image, x0, y0, max(x1, x0 + 1.0), max(y1, y0 + 1.0), self._planes[i],
-                  self._chan, self._lut, top, left, ih, iw, self._fill)
+        x1, y1 = max(x1, x0 + 1.0), max(y1, y0 + 1.0)
+        crop_into(image, x0, y0, x1, y1, self._planes[i], self._chan, self._lut, top, left, ih,
+                  iw, self._fill)
+        self._back[i] = (x0, y0, left, top, (x1 - x0) / iw, (y1 - y0) / ih)
+
+    def to_frame(self, i: int, points: np.ndarray) -> np.ndarray:
+        """Points (..., 2+) in slot i's input pixels → frame pixels (extra columns kept)."""
+        x0, y0, left, top, sx, sy = self._back[i]
+        out = np.array(points, np.float64, copy=True)
+        out[..., 0] = x0 + (out[..., 0] - left) * sx
+        out[..., 1] = y0 + (out[..., 1] - top) * sy
+        return out
