@@ -268,18 +268,22 @@ def read(outputs, ctx):
 '''
 
 
-def test_a_secondary_decoder_of_ones_own_names_its_classes(tmp_path: Path) -> None:
+def with_decoder(tmp_path: Path, code: str, family: str, extra: str) -> list[dict]:
+    """Two parts, each cropped for a secondary decoder of one's own (module `code`): the records."""
     four_boxes(tmp_path, 2)
     heavy_classifier(tmp_path / "heavy.onnx", size=64, depth=1)
-    (tmp_path / "mydecoder.py").write_text(DECODER)
-    (tmp_path / "kinds.txt").write_text("plain\nstriped\n")
-    text = FOUR.format(budget=2000).replace('family = "classify"', 'family = "mydecoder:read"\n'
-                                            'labels = "kinds.txt"')
+    (tmp_path / f"{family.split(':')[0]}.py").write_text(code)
+    text = FOUR.format(budget=2000).replace('family = "classify"', f'family = "{family}"\n{extra}')
     cfg = write_config(tmp_path / "d.toml", text)
-    run = edgert("run", "--frames", "5", str(cfg), cwd=tmp_path, timeout=300,
+    run = edgert("run", "--frames", "4", str(cfg), cwd=tmp_path, timeout=300,
                  env={"PYTHONPATH": str(tmp_path)})
     assert run.returncode == 0, run.stderr
-    recs = decisions(tmp_path / "out.jsonl")
+    return decisions(tmp_path / "out.jsonl")
+
+
+def test_a_secondary_decoder_of_ones_own_names_its_classes(tmp_path: Path) -> None:
+    (tmp_path / "kinds.txt").write_text("plain\nstriped\n")
+    recs = with_decoder(tmp_path, DECODER, "mydecoder:read", 'labels = "kinds.txt"')
     assert [d["attributes"]["heavy"] for r in recs for d in r["detections"]] == \
         [{"label": "striped", "class_id": 1, "score": 0.8}] * 2 * len(recs)
 
@@ -293,16 +297,7 @@ def corners(outputs, ctx):
 
 
 def test_a_secondary_landmarks_decoder_gives_points_in_frame_pixels(tmp_path: Path) -> None:
-    four_boxes(tmp_path, 2)
-    heavy_classifier(tmp_path / "heavy.onnx", size=64, depth=1)
-    (tmp_path / "marks.py").write_text(LANDMARKS)
-    text = FOUR.format(budget=2000).replace('family = "classify"', 'family = "marks:corners"\n'
-                                            'padding = 0.0')
-    cfg = write_config(tmp_path / "d.toml", text)
-    run = edgert("run", "--frames", "3", str(cfg), cwd=tmp_path, timeout=300,
-                 env={"PYTHONPATH": str(tmp_path)})
-    assert run.returncode == 0, run.stderr
-    for rec in decisions(tmp_path / "out.jsonl"):
+    for rec in with_decoder(tmp_path, LANDMARKS, "marks:corners", "padding = 0.0"):
         for d in rec["detections"]:
             x1, y1, x2, y2 = d["box"]
             kps = d["attributes"]["heavy"]["keypoints"]
