@@ -28,6 +28,8 @@ def decision_dict(d: Decision) -> dict[str, Any]:
         rec["rung"] = v.rung
     if v.reused:
         rec["reused"] = True
+    if v.escalated:
+        rec["escalated"] = True
     if v.cause is not None:
         rec["cause"], rec["stage"] = v.cause, v.stage
     if v.error is not None:
@@ -130,7 +132,8 @@ def decode_decision(rec: dict[str, Any]) -> Decision:
                       stage=rec.get("stage"), error=rec.get("error"), rung=rec.get("rung"),
                       held_seq=rec.get("held_seq"), held_age_ms=rec.get("held_age_ms"),
                       hold_expired=bool(rec.get("hold_expired", False)),
-                      source_id=rec.get("source_id"), reused=bool(rec.get("reused", False)))
+                      source_id=rec.get("source_id"), reused=bool(rec.get("reused", False)),
+                      escalated=bool(rec.get("escalated", False)))
     timing = Timing(captured_at=float(rec["captured_at"]), decided_at=float(rec["decided_at"]),
                     deadline_ms=float(rec["deadline_ms"]), latency_ms=dict(rec["latency_ms"]),
                     late_ms=rec.get("late_ms"))

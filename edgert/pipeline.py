@@ -15,6 +15,7 @@ from edgert.decide import Outcome, RuleEngine
 from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner
+from edgert.infer.escalate import Escalation
 from edgert.infer.secondary import SecondaryStage, run_all
 from edgert.infer.stage import UserStage
 from edgert.publish.herald import SEND_MARGIN_S
@@ -50,6 +51,7 @@ class FrameResult:
     stage: str | None = None
     error: str | None = None
     reused: bool = False              # motion gating: the last inferred frame's detections
+    escalated: bool = False           # the heavier model decided (the primary was unsure)
 
 
 def finite(det: Detections) -> Detections:
@@ -80,6 +82,7 @@ class Pipeline:
         self.secondaries: tuple[SecondaryStage, ...] = ()   # models on crops, shared by rungs
         self.user_stage: UserStage | None = None             # the user's cascade, after them
         self.gate: MotionGate | None = None   # [motion]: made at warm-up, at the frame's size
+        self.escalation: Escalation | None = None   # [model.escalate]: the main rung only
         self._last: Detections | None = None  # what the gate lets an unchanged frame reuse
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
@@ -171,6 +174,26 @@ class Pipeline:
         t3 = now()
         t.done("postprocess", (t3 - t2) * 1e3)
         costs.observe("postprocess", t3 - t2)
+        escalated = False
+        esc = self.escalation
+        if esc is not None and esc.unsure(detections):
+            esc.unsure_frames += 1
+            reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
+            if esc.cost() <= t.deadline.at - t3 - reserve or probe:
+                t.enter("secondary", t3)
+                out = esc.run(t, now)
+                t4 = now()
+                t.done("secondary", (t4 - t3) * 1e3)   # where the board says the time went
+                t.latency_ms["escalate"] = (t4 - t3) * 1e3
+                if out == "deadline":
+                    return self._overrun(t, "deadline", "secondary")
+                if isinstance(out, Detections):
+                    detections, escalated = out, True
+                else:   # the heavier model failed: the primary's detections stand
+                    esc.errors += 1
+                t3 = t4
+            else:
+                esc.no_time += 1
         if (self.secondaries and len(detections)) or self.user_stage is not None:
             t.enter("secondary", t3)
             reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
@@ -197,4 +220,4 @@ class Pipeline:
         costs.observe("decide", t4 - t3)
         costs.passed()
         t.enter("publish", t4)
-        return FrameResult("ok", t.latency_ms, detections, outcome)
+        return FrameResult("ok", t.latency_ms, detections, outcome, escalated=escalated)

@@ -67,6 +67,7 @@ class Verdict:
     hold_expired: bool = False        # hold_last had nothing recent enough: the safe action
     source_id: str | None = None      # only where several sources share a run
     reused: bool = False              # motion gating: unchanged, the last inferred detections
+    escalated: bool = False           # the heavier model ([model.escalate]) decided
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,7 +215,8 @@ class Runtime:
             self.cfg.device_id, self.run_id, t.seq,
             Verdict(frame.index, "ok", outcome.action, outcome.rule,
                     result.detections.to_dets() if result.detections else (),
-                    rung=self._rung_name(pipeline), reused=result.reused),
+                    rung=self._rung_name(pipeline), reused=result.reused,
+                    escalated=result.escalated),
             Timing(captured, captured + (t0 - frame.arrival_s), self.cfg.runtime.budget_ms, lat))
         herald.offer(Offer(t.seq, encode(decision), outcome.action, outcome.rule))
         # CPU time, not wall time: a preemption between two frames must not inflate the
@@ -404,6 +405,10 @@ class Runtime:
         s.extra["events"] = self.event_seq
         if self.cfg.motion.enabled:
             s.extra["motion"] = {"reused": self.reused}
+        esc = self.rungs[0].escalation
+        if esc is not None:
+            s.extra["escalate"] = {"unsure_frames": esc.unsure_frames, "runs": esc.runs,
+                                   "no_time": esc.no_time, "errors": esc.errors}
         s.extra["outputs"] = h.get("outputs", {})
         s.extra["sender"] = {"priority": h.get("priority", self.herald.priority),
                              "fired": h.get("fired", 0)}

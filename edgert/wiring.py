@@ -16,11 +16,12 @@ from edgert.decide import RuleEngine
 from edgert.decide import kernels as decide_kernels
 from edgert.decide.zones import check_frame
 from edgert.errors import ConfigError, ModelError
-from edgert.frame import Frame
+from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner, ModelInfo, load_model
 from edgert.infer.inputs import InputPlan, plan_input
 from edgert.pipeline import Pipeline, Preprocess
+from edgert.infer.escalate import Escalation
 from edgert.infer.secondary import SecondaryStage, classify_reader, user_reader
 from edgert.infer.stage import UserSession, UserStage
 from edgert.postprocess import make_decoder
@@ -165,6 +166,15 @@ def build_rungs(cfg: Config, clock: Clock, announce: bool = True
     secondaries = tuple(_secondary(cfg, i, main.decoder.labels)
                         for i in range(len(cfg.model.secondary)))
     stage = _user_stage(cfg) if cfg.model.stage is not None else None
+    if cfg.model.escalate is not None:
+        heavy, _, _ = _pipeline(cfg, cfg.model.escalate.model, rules, clock, "escalate",
+                                "model.escalate")
+        if heavy.decoder.labels != main.decoder.labels:
+            raise ConfigError(str(cfg.file), "model.escalate", f"runs "
+                              f"{cfg.model.escalate.model.path.name}, whose labels differ from "
+                              "the main model's", "escalate to a model with the same labels "
+                              "(its detections replace the main model's)")
+        main.escalation = Escalation(cfg.model.escalate, heavy)
     for pipeline in rungs:
         pipeline.secondaries, pipeline.user_stage = secondaries, stage
     if announce:
@@ -240,6 +250,15 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
         baseline.append(sorted(later)[len(later) // 2] / 1e3)
     for stage in rungs[0].secondaries if rungs else ():
         warm_secondary(stage, image)
+    esc = rungs[0].escalation if rungs else None
+    if esc is not None:   # pays its first runs now; its last run's cost stands in until learned
+        for i in range(runs):
+            t = Ticket(frame, Deadline.never(), esc.heavy.runner, -1 - i, board, clock.now())
+            if not isinstance(esc.run(t, clock.now), Detections):
+                raise ModelError(f"{cfg.file}: model.escalate: {esc.cfg.model.path} failed on "
+                                 "the first frame; check it and [model.escalate.input]")
+        esc.heavy.costs = StageCosts(quantile=esc.heavy.cost_quantile)
+        esc.runs = 0
     if cfg.motion.enabled:   # at the frame's size, so it is known now; one for every rung
         from edgert.preprocess.motion import MotionGate
         gate = MotionGate.for_config(cfg, image.shape[:2])

@@ -73,18 +73,21 @@ def _chain(nodes: list, inits: list, size: int, depth: int) -> str:
 
 
 def matmul_chain(path: Path, size: int = 512, depth: int = 8, hw: tuple[int, int] = (64, 64),
-                 classes: int = 2, anchors: int = 64) -> Path:
-    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial."""
-    rows = 4 + classes
-    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, anchors])
+                 classes: int = 2, anchors: int = 64, pred: np.ndarray | None = None,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """A detector-shaped graph whose cost is `depth` [size×size] MatMuls: cost you can dial.
+    Its output is `pred` ([1, 4+nc, N]: see one_box_pred), or carries no detections."""
+    if pred is None:
+        pred = np.zeros((1, 4 + classes, anchors), np.float32)
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(pred.shape))
     x, inits, nodes = _square_operand(size, hw)
     prev = _chain(nodes, inits, size, depth)
-    # The output carries no detections: the MatMuls' result is multiplied by zero.
-    inits.append(numpy_helper.from_array(np.zeros((1, rows, anchors), np.float32), "base"))
+    # The MatMuls' result is multiplied by zero: the output is `pred` alone.
+    inits.append(numpy_helper.from_array(pred.astype(np.float32), "base"))
     nodes += [helper.make_node("ReduceMean", [prev], ["m"], keepdims=0),
               helper.make_node("Mul", ["m", "zero"], ["z"]),
               helper.make_node("Add", ["base", "z"], ["output0"])]
-    return save_model(helper.make_graph(nodes, "chain", [x], [y], inits), path)
+    return save_model(helper.make_graph(nodes, "chain", [x], [y], inits), path, metadata)
 
 
 def spiky_chain(path: Path, size: int = 512, light: int = 2, heavy: int = 24,

@@ -36,11 +36,16 @@ action = "occupied"
 """
 
 
-def replay(tmp: Path, name: str, motion: str) -> tuple[list[dict], float]:
+def replay(tmp: Path, name: str, extra: str, size: int | None = None) -> tuple[list[dict], float]:
+    """`edgert replay` of the Intel video with `extra` config (and the model run at `size`):
+    its records, and the CPU seconds it took."""
     video = MATERIAL / "videos/intel_one-by-one-person-detection.mp4"
     cfg = tmp / f"{name}.toml"
-    cfg.write_text(CONFIG.format(video=video, models=MATERIAL / "models", budget=5000,
-                                 out=tmp / f"{name}.jsonl", secondary=ROOM.format(motion=motion)))
+    text = CONFIG.format(video=video, models=MATERIAL / "models", budget=5000,
+                         out=tmp / f"{name}.jsonl", secondary=ROOM.format(motion=extra))
+    if size is not None:
+        text = text.replace('align = "top_left"\n', f'align = "top_left"\nsize = [{size}, {size}]\n', 1)
+    cfg.write_text(text)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-m", "edgert", "replay", str(video), "--config", str(cfg),
                     "--out", str(tmp / name)], check=True, stdout=subprocess.DEVNULL,

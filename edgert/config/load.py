@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 from edgert.config.reader import Section
-from edgert.config.types import (Config, FailSafeConfig, InputConfig, LadderConfig, Line,
-                                 ModelConfig, MotionConfig, MqttConfig, OutputConfig, Rule,
-                                 RuntimeConfig, Rung, SecondaryConfig, SerialConfig,
-                                 ServiceConfig, SourceConfig, TrackerConfig, UserStageConfig,
-                                 Zone)
+from edgert.config.types import (Config, EscalateConfig, FailSafeConfig, InputConfig,
+                                 LadderConfig, Line, ModelConfig, MotionConfig, MqttConfig,
+                                 OutputConfig, Rule, RuntimeConfig, Rung, SecondaryConfig,
+                                 SerialConfig, ServiceConfig, SourceConfig, TrackerConfig,
+                                 UserStageConfig, Zone)
 from edgert.config.types import DIRECTIONS, IMAGE_SUFFIXES
 from edgert.geometry import line_axis, polygon_area, self_intersects
 from edgert.errors import ConfigError
@@ -253,12 +253,34 @@ def _model_values(s: Section, path: Path, card_keys: frozenset[str] = frozenset(
         top_k=s.number("top_k", 5, lo=1, hi=1000, integer=True),
         input=_input(s.table_("input"), card_keys),
         secondary=tuple(_secondary(t) for t in s.tables("secondary")),
-        stage=_user_stage(s.table_("stage")) if s.has("stage") else None)
+        stage=_user_stage(s.table_("stage")) if s.has("stage") else None,
+        escalate=_escalate(s.table_("escalate")) if s.has("escalate") else None)
     names = [sec.name for sec in cfg.secondary]
     if len(names) != len(set(names)):
         raise s.error("secondary", f"repeats a name ({', '.join(names)})",
                       "give each secondary model its own name")
     s.done()
+    return cfg
+
+
+ESCALATE_KEYS = ("band", "on")
+
+
+def _escalate(s: Section) -> EscalateConfig:
+    """[model.escalate]: `band` and `on`, and the rest read as a [model] (model.toml too)."""
+    for nested in ("secondary", "stage", "escalate"):
+        if nested in s.table:
+            raise s.error(nested, "is set on the escalation model",
+                          "set it on [model]: the escalation model only replaces its detections")
+    own = Section(s.file, s.prefix, {k: v for k, v in s.table.items() if k in ESCALATE_KEYS})
+    band = own.numbers("band", 2, (0.3, 0.6), lo=0.0, hi=1.0)
+    if band[0] >= band[1]:
+        raise own.error("band", f"is {list(band)}", "write [low, high] with low < high: a "
+                        "detection scoring in between is unsure")
+    cfg = EscalateConfig(model=_model(Section(s.file, s.prefix, {
+        k: v for k, v in s.table.items() if k not in ESCALATE_KEYS})), band=band,
+        on=own.strings("on", ()))
+    own.done()
     return cfg
 
 

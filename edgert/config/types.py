@@ -62,6 +62,17 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     secondary: tuple[SecondaryConfig, ...] = ()   # models run on crops of this one's detections
     stage: UserStageConfig | None = None          # a cascade of the user's own, after them
+    escalate: EscalateConfig | None = None        # a heavier model, only when this one is unsure
+
+
+@dataclass(frozen=True, slots=True)
+class EscalateConfig:
+    """[model.escalate]: a heavier model with the same labels, run on the same frame only when
+    the primary is unsure and the heavier model's learned cost still fits the deadline."""
+
+    model: ModelConfig
+    band: tuple[float, float] = (0.3, 0.6)   # a detection scoring lo <= s < hi is unsure
+    on: tuple[str, ...] = ()                  # labels whose scores count; empty: every label
 
 
 @dataclass(frozen=True, slots=True)
