@@ -21,7 +21,7 @@ def check(config_path: str) -> str:
         from edgert.preprocess import fused as pre
     # No source: a busy camera must not make the config look broken. Outputs are probed, not
     # opened (publish/probe.py): nothing is written. Kernels compile (or load) here.
-    rungs, info = build_rungs(cfg, LIVE, announce=False)
+    rungs, info = build_rungs(cfg, LIVE)
     t1 = time.perf_counter()
     if cfg.runtime.kernels == "numba":
         cached = pre.kernels_from_cache() and post.kernels_from_cache()

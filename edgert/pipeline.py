@@ -83,6 +83,7 @@ class Pipeline:
         self.user_stage: UserStage | None = None             # the user's cascade, after them
         self.gate: MotionGate | None = None   # [motion]: made at warm-up, at the frame's size
         self.escalation: Escalation | None = None   # [model.escalate]: the main rung only
+        self.input_note = ""   # the main model's input and where its description came from
         self._last: Detections | None = None  # what the gate lets an unchanged frame reuse
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:

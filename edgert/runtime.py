@@ -353,6 +353,8 @@ class Runtime:
         started = clock.now()
         end = started + duration_s if duration_s is not None else float("inf")
         self.notifier.send("READY=1")
+        if self.rungs[0].input_note:
+            log.info("model input: %s", self.rungs[0].input_note)
         log.info("ready: device %s, model %s (%s), providers %s%s, budget %g ms, sender %s, "
                  "loop %s, run %s", self.cfg.device_id, self.info.path.name,
                  self.cfg.model.family, ",".join(self.info.providers),

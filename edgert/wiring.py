@@ -139,13 +139,10 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
                           batch, max(cfg.runtime.cost_quantile, SECONDARY_QUANTILE))
 
 
-def build_rungs(cfg: Config, clock: Clock, announce: bool = True
-                ) -> tuple[list[Pipeline], ModelInfo]:
+def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
     """The main model's pipeline and one per ladder rung, sharing one rule engine and the
-    secondary models.
-
-    `announce` logs the main model's input and where its description came from (`check`
-    prints it instead)."""
+    secondary models. The main pipeline's `input_note` says how its input is fed and where
+    that came from (`run` logs it at ready, `check` prints it)."""
     rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
     main, info, plan = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
     check_rule_labels(cfg, main.decoder.labels)
@@ -177,8 +174,7 @@ def build_rungs(cfg: Config, clock: Clock, announce: bool = True
         main.escalation = Escalation(cfg.model.escalate, heavy)
     for pipeline in rungs:
         pipeline.secondaries, pipeline.user_stage = secondaries, stage
-    if announce:
-        log.info("model input: %s (%s)", plan.describe(), plan.origin)
+    main.input_note = f"{plan.describe()} ({plan.origin})"   # said at ready
     return rungs, info
 
 

@@ -54,7 +54,7 @@ def device(folder: Path, model: Path, image: Path, model_extra: str = "", tail: 
 
 
 def preprocessor(config: Path):   # noqa: ANN201 - the main rung's preprocessor
-    rungs, _ = build_rungs(load_config(config), LIVE, announce=False)
+    rungs, _ = build_rungs(load_config(config), LIVE)
     return rungs[0].preprocess
 
 
@@ -123,7 +123,7 @@ def test_a_channels_last_export_is_read_as_such_and_gives_the_same_outputs(
     for model in (nchw, nhwc):   # no layout key: the file says it
         config = device(tmp_path, model, bus, mobilenet_lines(material),
                         f'[runtime]\nkernels = "{kernels}"')
-        rungs, _ = build_rungs(load_config(config), LIVE, announce=False)
+        rungs, _ = build_rungs(load_config(config), LIVE)
         pre, runner = rungs[0].preprocess, rungs[0].runner
         tensor, _ = pre(frame)
         tensors.append(tensor.copy())
@@ -160,7 +160,7 @@ def test_a_layout_that_contradicts_the_file_names_the_key(tmp_path: Path,
     with pytest.raises(ModelError, match=r"device\.toml: model\.input\.layout is 'nchw' but "
                        r".*m\.onnx takes \[None, 224, 224, 3\], channels last; set layout = "
                        r'"nhwc" or remove it'):
-        build_rungs(load_config(config), LIVE, announce=False)
+        build_rungs(load_config(config), LIVE)
     bad = device(tmp_path, nhwc, material / "images/bus.jpg",
                  mobilenet_lines(material, input_extra='layout = "hwc"'))
     with pytest.raises(ConfigError, match=r"model\.input\.layout: is 'hwc'; use one of 'nchw', "
@@ -190,7 +190,7 @@ def test_a_placeholder_input_runs_at_the_size_the_config_gives(tmp_path: Path,
     logits = tensor.mean(axis=(2, 3)) @ (np.arange(12, dtype=np.float32).reshape(3, 4) / 100)
     p = np.exp(logits[0] - logits[0].max())
     p /= p.sum()
-    assert record["status"] == "ok" and record["detections"][0]["label"] == "3"
+    assert record["status"] == "ok" and record["detections"][0]["label"] == "class_3"
     assert record["detections"][0]["score"] == pytest.approx(float(p[3]), abs=1e-3)
     proc = edgert("check", str(config))
     assert proc.returncode == 0, proc.stderr
