@@ -118,6 +118,45 @@ class Pipeline:
         t.enter("publish", t2)
         return FrameResult("ok", t.latency_ms, det, outcome, reused=True)
 
+    def _after_decode(self, t: Ticket, det: Detections, t0: float, probe: bool
+                      ) -> tuple[Detections, bool, FrameResult | None]:
+        """The optional work between decode and rules, each part only while the deadline
+        allows: the heavier model where the primary is unsure, then models on crops and the
+        user's stage. The detections, whether the heavier model gave them, and an overrun
+        result if the deadline (or the user's stage) stopped the frame."""
+        costs, now = self.costs, self.clock.now
+        reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
+        escalated = False
+        esc = self.escalation
+        if esc is not None and esc.unsure(det):
+            esc.unsure_frames += 1
+            if esc.cost() <= t.deadline.at - t0 - reserve or probe:
+                t.enter("secondary", t0)
+                out = esc.run(t, now)
+                t1 = now()
+                t.done("secondary", (t1 - t0) * 1e3)   # where the board says the time went
+                t.latency_ms["escalate"] = (t1 - t0) * 1e3
+                if out == "deadline":
+                    return det, False, self._overrun(t, "deadline", "secondary")
+                if isinstance(out, Detections):
+                    det, escalated = out, True
+                else:   # the heavier model failed: the primary's detections stand
+                    esc.errors += 1
+                t0 = t1
+            else:
+                esc.no_time += 1
+        if (self.secondaries and len(det)) or self.user_stage is not None:
+            t.enter("secondary", t0)
+            det, failed = self._secondary(t, det, reserve, probe)
+            t1 = now()
+            t.done("secondary", (t1 - t0) * 1e3)
+            costs.observe("secondary", t1 - t0, stopped=failed == "deadline")
+            if failed == "deadline":
+                return det, escalated, self._overrun(t, "deadline", "secondary")
+            if failed is not None:
+                return det, escalated, self._overrun(t, "error", "secondary", failed)
+        return det, escalated, None
+
     def _secondary(self, t: Ticket, det: Detections, reserve: float,
                    probe: bool) -> tuple[Detections, str | None]:
         """Models on crops, then the user's stage: the detections, and what stopped them."""
@@ -175,41 +214,13 @@ class Pipeline:
         t3 = now()
         t.done("postprocess", (t3 - t2) * 1e3)
         costs.observe("postprocess", t3 - t2)
-        escalated = False
-        esc = self.escalation
-        if esc is not None and esc.unsure(detections):
-            esc.unsure_frames += 1
-            reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
-            if esc.cost() <= t.deadline.at - t3 - reserve or probe:
-                t.enter("secondary", t3)
-                out = esc.run(t, now)
-                t4 = now()
-                t.done("secondary", (t4 - t3) * 1e3)   # where the board says the time went
-                t.latency_ms["escalate"] = (t4 - t3) * 1e3
-                if out == "deadline":
-                    return self._overrun(t, "deadline", "secondary")
-                if isinstance(out, Detections):
-                    detections, escalated = out, True
-                else:   # the heavier model failed: the primary's detections stand
-                    esc.errors += 1
-                t3 = t4
-            else:
-                esc.no_time += 1
-        if (self.secondaries and len(detections)) or self.user_stage is not None:
-            t.enter("secondary", t3)
-            reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
-            detections, failed = self._secondary(t, detections, reserve, probe)
-            t4 = now()
-            t.done("secondary", (t4 - t3) * 1e3)
-            costs.observe("secondary", t4 - t3, stopped=failed == "deadline")
-            if failed == "deadline":
-                return self._overrun(t, "deadline", "secondary")
-            if failed is not None:
-                return self._overrun(t, "error", "secondary", failed)
-            t3 = t4
-        if gate is not None:
+        detections, escalated, stop = self._after_decode(t, detections, t3, probe)
+        if stop:
+            return stop
+        if gate is not None:   # the reference the next frames are compared with
             gate.inferred(t.frame.image, t.frame.media_s)
             self._last = detections
+        t3 = now()
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop
