@@ -59,6 +59,12 @@ def check(config_path: str) -> str:
             + f"; down after {cfg.runtime.ladder.down_after} misses, up after "
             f"{cfg.runtime.ladder.up_after} frames with headroom"
             if len(rungs) > 1 else "none (main model only)"),
+        *_sequence(rungs[0]),
+        f"motion     " + (f"gated: grid {list(cfg.motion.grid)}, {cfg.motion.pixel_threshold:g} "
+                          f"levels on {cfg.motion.area_threshold:g} of the blocks, inferred at "
+                          f"least every {cfg.motion.force_every_s:g} s"
+                          + (", zones only" if cfg.motion.zones_only else "")
+                          if cfg.motion.enabled else "off (every frame inferred)"),
         f"rules      {len(cfg.rules)} ({', '.join(r.name for r in cfg.rules) or 'none'}), "
         f"zones {len(cfg.zones)}",
         f"publish    " + (", ".join(o.type for o in cfg.outputs) or "nothing configured "
@@ -69,6 +75,27 @@ def check(config_path: str) -> str:
         f"start-up   {t1 - t0:.2f} s to load the model, {t2 - t1:.2f} s for the first inference",
     ]
     return "\n".join(lines)
+
+
+def _sequence(main) -> list[str]:  # noqa: ANN001 - the main Pipeline
+    """What runs after the main model: secondary models, escalation, the user's stage."""
+    out = []
+    for sec in main.secondaries:
+        c = sec.cfg
+        out.append(f"secondary  {c.name}: {c.model.path.name} ({c.model.family}) on "
+                   f"{', '.join(c.on) or 'every label'}, up to {c.max_crops} crops, "
+                   + (f"batched by {sec.batch}" if sec.batch > 1 else "one per run")
+                   + f", input {'x'.join(map(str, sec.crops.input_hw))}")
+    esc = main.escalation
+    if esc is not None:
+        out.append(f"escalate   {esc.cfg.model.path.name} "
+                   f"{'x'.join(map(str, esc.heavy.preprocess.input_hw))} when "
+                   f"{', '.join(esc.cfg.on) or 'a detection'} scores in "
+                   f"[{esc.lo:g}, {esc.hi:g}) and it fits ({esc.seen_s * 1e3:.1f} ms at warm-up)")
+    if main.user_stage is not None:
+        st = main.user_stage
+        out.append(f"stage      {st.spec}, sessions: {', '.join(st.sessions) or 'none'}")
+    return out
 
 
 def _labels(labels: tuple[str, ...], unnamed: bool) -> str:

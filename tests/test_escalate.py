@@ -80,6 +80,16 @@ def test_a_heavier_model_that_would_not_fit_is_not_run(tmp_path: Path) -> None:
     assert not any(r.get("stage") == "secondary" for r in recs)
 
 
+def test_check_says_what_runs_after_the_main_model(tmp_path: Path) -> None:
+    yolo_constant(tmp_path / "light.onnx", one_box_pred(score=0.5), metadata=NAMES)
+    yolo_constant(tmp_path / "heavy.onnx", one_box_pred(score=0.95), metadata=NAMES)
+    cfg = write_config(tmp_path / "d.toml", CONFIG.format(budget=100) + "[motion]\nenabled = true\n")
+    run = edgert("check", str(cfg), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "escalate   heavy.onnx 64x64 when a detection scores in [0.3, 0.6)" in run.stdout
+    assert "motion     gated: grid [36, 64]" in run.stdout
+
+
 def test_escalation_mistakes_name_the_key(tmp_path: Path) -> None:
     yolo_constant(tmp_path / "light.onnx", one_box_pred(score=0.5), metadata=NAMES)
     yolo_constant(tmp_path / "heavy.onnx", one_box_pred(classes=3), metadata={
