@@ -93,7 +93,10 @@ def main() -> int:
                 "records": len(obs.records), "observer_realtime": obs.realtime,
                 "seq_without_gaps": seqs == list(range(1, len(seqs) + 1)),
                 "ok": {"n": sum(r["status"] == "ok" for r in obs.records),
-                       "late": obs.late("ok")},
+                       "late": obs.late("ok"),
+                       # How late the late ones came, as the observer saw them (0: none).
+                       "late_by_ms": sorted(round(float(x), 3) for x in
+                                            obs.lateness_ms("ok") if x > 0)[-5:]},
                 "fail_safe": {"n": len(fs), "by_cause": {c: sum(r.get("cause") == c for r in fs)
                                                          for c in {r.get("cause") for r in fs}}},
                 "fail_safe_past_deadline_ms": {
