@@ -125,7 +125,11 @@ class Pipeline:
         user's stage. The detections, whether the heavier model gave them, and an overrun
         result if the deadline (or the user's stage) stopped the frame."""
         costs, now = self.costs, self.clock.now
-        reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + SEND_MARGIN_S
+        # What must be left when the optional work ends: the rules and the record at their
+        # expected costs, the send margin, and as much again for the rules, whose own median
+        # is all the loop knows of them (optional work that ate their slack lost whole frames).
+        reserve = sum(costs.expected(s) for s in _AFTER_SECONDARY) + costs.expected("decide") \
+            + SEND_MARGIN_S
         escalated = False
         esc = self.escalation
         if esc is not None and esc.unsure(det):

@@ -279,4 +279,4 @@ def warm_secondary(stage: SecondaryStage, image: np.ndarray) -> None:
                                  f"on its first run ({result.error}); check it and its "
                                  "[model.secondary.input]")
             stage.read(result.outputs, 0)
-    stage.costs = StageCosts(quantile=stage.costs.quantile)
+    stage.costs = StageCosts(quantile=stage.costs.quantile, probe_after=stage.costs.probe_after)

@@ -243,7 +243,7 @@ def test_the_guard_stops_a_secondary_run_at_the_deadline(tmp_path: Path) -> None
     one = heavy_enough(tmp_path / "heavy.onnx", 40.0)
     budget = round(one / 2, 1)   # the primary fits many times over; not even one crop does
     cfg = write_config(tmp_path / "d.toml", FOUR.format(budget=budget))
-    run = edgert("run", "--frames", "60", str(cfg), cwd=tmp_path, timeout=300)
+    run = edgert("run", "--frames", "320", str(cfg), cwd=tmp_path, timeout=300)   # > PROBE_AFTER
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stderr.split("summary: ", 1)[1].splitlines()[0])
     assert summary["late_ok"] == 0

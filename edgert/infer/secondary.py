@@ -25,6 +25,8 @@ from edgert.records import Attr
 
 log = logging.getLogger("edgert")
 
+SAFETY = 1.25   # a run is started only if 1.25x its predicted cost fits
+PROBE_AFTER = 256   # frames refused in a row before one crop is tried anyway (8.5 s at 30 fps)
 BUDGET = Attr("", -1, 0.0, "budget")
 MAX_CROPS = Attr("", -1, 0.0, "max_crops")
 ERROR = Attr("", -1, 0.0, "error")
@@ -68,7 +70,9 @@ class SecondaryStage:
         self.cfg, self.name, self.runner, self.crops = cfg, cfg.name, runner, crops
         self.read, self.labels, self.batch = read, labels, batch
         self.conf = cfg.model.conf
-        self.costs = StageCosts(quantile=quantile)   # "one": a run of one crop; "more": each further
+        # "one": a run of one crop; "more": each further crop in a batch. A probe may cost its
+        # frame, so it comes only after many frames on which not even one crop fitted.
+        self.costs = StageCosts(quantile=quantile, probe_after=PROBE_AFTER)
         self._on_labels: tuple[str, ...] | None = None
         self._on = np.zeros(1, np.bool_)
         self.runs = self.crops_run = self.cut_short = self.errors = 0
@@ -91,12 +95,13 @@ class SecondaryStage:
         return one + (k - 1) * (self.costs.expected("more") or one)
 
     def _fit(self, left: float, n: int) -> int:
-        """How many of `n` crops the next run may take with `left` seconds to spare; one, the
-        very first time, to learn what a crop costs."""
+        """How many of `n` crops the next run may take with `left` seconds to spare (with a
+        quarter more than predicted kept back: a run that overruns loses the whole frame);
+        one, the very first time, to learn what a crop costs."""
         if self.cost(1) == 0.0:
             return 1
         k = min(n, self.batch)
-        while k > 0 and self.cost(k) > left:
+        while k > 0 and self.cost(k) * SAFETY > left:
             k -= 1
         return k
 
