@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import REPO, edgert, write_config
 from onnx_models import heavy_classifier
-from test_secondary import FOUR, PHOTOS, decisions, four_boxes
+from test_secondary import FOUR, PHOTOS, decisions, four_boxes, heavy_enough
 
 EXAMPLES = REPO / "docs" / "examples"
 
@@ -77,9 +77,9 @@ def heavy(ctx):
 
 def test_the_guard_stops_a_user_stage_session_at_the_deadline(tmp_path: Path) -> None:
     four_boxes(tmp_path)
-    heavy_classifier(tmp_path / "heavy.onnx", size=512, depth=8)
+    one = heavy_enough(tmp_path / "heavy.onnx", 40.0)   # one run costs more than the budget
     (tmp_path / "mystage.py").write_text(STAGE)
-    text = FOUR.format(budget=30)
+    text = FOUR.format(budget=round(one / 2, 1))
     text = text[:text.index("[[model.secondary]]")] + (
         '[model.stage]\nfunction = "mystage:heavy"\n[model.stage.sessions]\nheavy = "heavy.onnx"\n'
     ) + text[text.index("[runtime]"):]
