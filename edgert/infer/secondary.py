@@ -19,6 +19,7 @@ from edgert.costs import StageCosts
 from edgert.frame import Detections, label_of
 from edgert.guard import Ticket
 from edgert.infer.runner import InferenceRunner
+from edgert.postprocess.classify import probabilities
 from edgert.postprocess.user import unpack
 from edgert.preprocess.crops import CropPreprocessor
 from edgert.records import Attr
@@ -39,10 +40,7 @@ Reader = Callable[[Sequence[np.ndarray], int], "tuple[int, float, np.ndarray | N
 def classify_reader(output_index: int) -> Reader:
     """[N, classes] logits or probabilities → the top class of row j."""
     def read(outputs: Sequence[np.ndarray], j: int) -> tuple[int, float, None] | None:
-        x = outputs[output_index][j].reshape(-1).astype(np.float64)
-        if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
-            x = np.exp(x - x.max())
-            x /= x.sum()
+        x = probabilities(outputs[output_index][j].reshape(-1).astype(np.float64))
         c = int(np.argmax(x))
         return c, float(x[c]), None
     return read

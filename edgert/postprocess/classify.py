@@ -11,6 +11,14 @@ from edgert.frame import Detections
 from edgert.preprocess.transform import Transform
 
 
+def probabilities(x: np.ndarray) -> np.ndarray:
+    """`x` (one image's scores) as probabilities: softmax unless it already is a distribution."""
+    if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
+        x = np.exp(x - x.max())
+        x /= x.sum()
+    return x
+
+
 class ClassifyDecoder:
     """Softmax when the output is not already a probability distribution."""
 
@@ -24,10 +32,7 @@ class ClassifyDecoder:
         if out.shape[0] != 1 or out.size != len(self.labels):   # a dynamic batch gave rows
             raise DecoderError(f"output {self.output_name} is {list(out.shape)}, but family "
                                f"'classify' reads [1, {len(self.labels)}]: one image's scores")
-        x = out.reshape(-1).astype(np.float32)
-        if x.min() < 0.0 or x.max() > 1.0 or abs(float(x.sum()) - 1.0) > 1e-2:
-            x = np.exp(x - x.max())
-            x /= x.sum()
+        x = probabilities(out.reshape(-1).astype(np.float32))
         top = np.argsort(-x, kind="stable")[:self.top_k]
         top = top[x[top] >= self.conf]
         return Detections(np.zeros((top.size, 0), np.float32), x[top],
