@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -14,7 +15,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
-    """Where frames come from ([source])."""
+    """Where frames come from ([source], or one of [[sources]])."""
 
     url: str                    # as written by the user, for messages
     kind: str                   # file | camera | v4l | network | gstreamer | images | pattern
@@ -27,6 +28,8 @@ class SourceConfig:
     reopen_initial_s: float = 0.5  # first backoff of a reopen; doubles to reopen_max_s
     reopen_max_s: float = 30.0
     size: tuple[int, int] = (480, 640)  # pattern: [height, width]
+    id: str = "main"            # [[sources]]: names the source in records, topics and `sources`
+    fail_safe: str | None = None   # this source's fail-safe action; None: [fail_safe] action
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,13 @@ class RuntimeConfig:
     spin_wait: bool = False              # onnxruntime's thread-pool spinning; off saves a core
     provider_policy: str = "fallback"    # fallback | fail: when a preferred provider is missing
     provider_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Several sources: frames of different sources run as one batch (a model whose batch
+    # dimension is not fixed above 1): off | deadline (only while the batch's learned cost
+    # meets its earliest deadline) | fixed (wait for max_batch frames or batch_timeout_ms, as
+    # stream muxers do: for comparison).
+    batching: str = "deadline"
+    max_batch: int = 4
+    batch_timeout_ms: float = 33.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,7 @@ class Zone:
     units: str = "fraction"            # fraction (of the frame's width, height) | pixels: said
     anchor: str = "bottom_center"      # bottom_center | center | overlap
     overlap: float = 0.5               # anchor = "overlap": the share of the box inside the zone
+    sources: tuple[str, ...] = ()      # the source ids it applies to; empty: every source
 
     @property
     def fractional(self) -> bool:
@@ -162,6 +173,7 @@ class Line:
     p2: Point
     units: str = "pixels"              # pixels | fraction
     anchor: str = "center"             # the point of a box that crosses: center | bottom_center
+    sources: tuple[str, ...] = ()      # the source ids it applies to; empty: every source
 
     @property
     def fractional(self) -> bool:
@@ -193,6 +205,7 @@ class Rule:
     priority: int = 0                   # higher wins the frame's action; ties: config order
     update_s: float = 1.0               # `update` events at most this often while holding
     attribute: tuple[str, str] | None = None   # (secondary name, label) a detection must carry
+    sources: tuple[str, ...] = ()       # the source ids it applies to; empty: every source
 
     @property
     def tracked(self) -> bool:
@@ -287,6 +300,7 @@ class OutputConfig:
     flush_every: int = 1               # jsonl: flush after this many records
     serial: SerialConfig | None = None  # serial
     mqtt: MqttConfig | None = None     # mqtt
+    sources: tuple[str, ...] = ()      # the sources whose records it carries; empty: every one
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,3 +328,23 @@ class Config:
     motion: MotionConfig = field(default_factory=MotionConfig)
     outputs: tuple[OutputConfig, ...] = ()
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    # Every source, in config order: [[sources]], or the one [source] (id "main"). `source`
+    # is the first. `named_sources`: [[sources]] was used, so records carry `source_id` and
+    # MQTT topics the id.
+    sources: tuple[SourceConfig, ...] = ()
+    named_sources: bool = False
+
+    def __post_init__(self) -> None:
+        # Without [[sources]], `sources` follows `source`, also through dataclasses.replace.
+        if not self.named_sources or not self.sources:
+            object.__setattr__(self, "sources", (self.source,))
+
+    def for_source(self, source_id: str) -> Config:
+        """This config as one source sees it: that source, its fail-safe action, and the
+        zones, lines and rules that apply to it (its own rule engine is built from this)."""
+        src = next(s for s in self.sources if s.id == source_id)
+        mine = lambda items: tuple(x for x in items if not x.sources or source_id in x.sources)  # noqa: E731
+        return dataclasses.replace(
+            self, source=src, sources=(src,), zones=mine(self.zones), lines=mine(self.lines),
+            rules=mine(self.rules),
+            fail_safe=FailSafeConfig(src.fail_safe) if src.fail_safe else self.fail_safe)
