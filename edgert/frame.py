@@ -27,6 +27,7 @@ class Frame:
     arrival_s: float       # monotonic seconds, on the run's clock
     capture_s: float = 0.0  # time spent grabbing/decoding this frame
     source_id: str = "main"
+    uid: int = 0            # how the herald knows it once armed (0: not armed yet)
 
     @property
     def height(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from edgert.deadline import Deadline
 from edgert.frame import Frame
 from edgert.infer import InferenceRunner
 from edgert.publish.herald import WORK
+
+if TYPE_CHECKING:
+    from edgert.scene import Scene
 
 log = logging.getLogger("edgert.guard")
 
@@ -35,38 +39,51 @@ class Ticket:
     the deadline can say where the time went.
     """
 
-    __slots__ = ("frame", "deadline", "runner", "seq", "lost", "finished", "stage", "stage_t0",
-                 "latency_ms", "board")
+    __slots__ = ("frame", "deadline", "runner", "scene", "lost", "finished", "stage",
+                 "stage_t0", "latency_ms", "board")
 
-    def __init__(self, frame: Frame, deadline: Deadline, runner: InferenceRunner, seq: int,
-                 board: np.ndarray, now: float) -> None:
-        self.frame, self.deadline, self.runner, self.seq = frame, deadline, runner, seq
+    def __init__(self, frame: Frame, deadline: Deadline, runner: InferenceRunner,
+                 scene: Scene, board: np.ndarray, now: float) -> None:
+        self.frame, self.deadline, self.runner, self.scene = frame, deadline, runner, scene
         self.lost = False
         self.finished = False   # the loop is done with it: nothing left to stop
         self.board = board
         self.latency_ms: dict[str, float] = {"capture": frame.capture_s * 1e3}
-        board[3:] = 0.0
-        board[0] = seq
         self.enter("preprocess", now)
 
+    @property
+    def uid(self) -> int:
+        return self.frame.uid
+
     def enter(self, stage: str, now: float) -> None:
-        """The loop starts `stage` at `now`."""
+        """The loop starts `stage` at `now` (the board follows the frame the loop is on)."""
         self.stage, self.stage_t0 = stage, now
-        self.board[2] = now
-        self.board[1] = WORK.index(stage)
+        b = self.board
+        if b[0] != self.frame.uid:
+            b[3:] = 0.0
+            for s, ms in self.latency_ms.items():
+                if s in WORK:
+                    b[3 + WORK.index(s)] = ms
+            b[0] = self.frame.uid
+        b[2] = now
+        b[1] = WORK.index(stage)
 
     def done(self, stage: str, ms: float) -> None:
         self.latency_ms[stage] = ms
-        self.board[3 + WORK.index(stage)] = ms
+        if self.board[0] == self.frame.uid:
+            self.board[3 + WORK.index(stage)] = ms
 
 
 class Guard:
-    """Sleeps until the armed ticket's deadline; then stops its run."""
+    """Sleeps until the earliest deadline of the tickets in flight (one frame, or a batch);
+    then marks that ticket lost and stops its run. A batch's frames share one run, so a stop
+    for the first frame's deadline stops the others' too: the loop runs again those whose
+    deadlines have not passed."""
 
     def __init__(self, clock: Clock, realtime: bool = True) -> None:
         self._clock = clock
         self._cond = threading.Condition()
-        self._armed: Ticket | None = None
+        self._armed: tuple[Ticket, ...] = ()
         self._closing = False
         self._want_realtime = realtime
         self.priority = "normal"
@@ -77,14 +94,15 @@ class Guard:
         self._thread.start()
         self._ready.wait(5.0)
 
-    def arm(self, ticket: Ticket) -> None:
-        """Watch `ticket` from now on (the previous one is done with)."""
+    def arm(self, *tickets: Ticket) -> None:
+        """Watch `tickets` from now on (the previous ones are done with)."""
         with self._cond:
-            ticket.runner.reset()
-            self._armed = ticket
-            # Deadlines only move later, so a guard asleep until the last one wakes in time
-            # for this one; waking it for every frame would take the GIL from the loop.
-            if self._until > ticket.deadline.at:
+            for t in tickets:
+                t.runner.reset()
+            self._armed = tickets
+            # A guard asleep until an earlier deadline wakes in time for these; waking it for
+            # every frame would take the GIL from the loop.
+            if self._until > min(t.deadline.at for t in tickets):
                 self._cond.notify()
 
     def _set_priority(self) -> None:
@@ -101,8 +119,9 @@ class Guard:
         self._ready.set()
         with self._cond:
             while not self._closing:
-                t = self._armed
-                if t is None or t.lost or t.finished or not t.deadline.enforced:
+                t = min((t for t in self._armed if not (t.lost or t.finished)
+                         and t.deadline.enforced), key=lambda t: t.deadline.at, default=None)
+                if t is None:
                     self._until = INF
                     self._cond.wait()
                     continue

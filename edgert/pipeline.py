@@ -1,4 +1,8 @@
-"""One frame through the stages under its deadline: preprocess → infer → postprocess → decide. No I/O."""
+"""Frames through the stages under their deadlines: preprocess → infer → postprocess → decide. No I/O.
+
+One frame at a time (`process`), or several frames of different sources through one model run
+(`process_batch`), each frame then decoded and decided on its own, against its own source's
+state (`Ticket.scene`)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 
 from edgert.costs import StageCosts
 from edgert.clock import Clock
-from edgert.decide import Outcome, RuleEngine
+from edgert.decide import Outcome
 from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner
@@ -20,10 +24,12 @@ from edgert.infer.secondary import SecondaryStage, run_all
 from edgert.infer.stage import UserStage
 from edgert.publish.herald import SEND_MARGIN_S
 from edgert.postprocess import Decoder
-from edgert.preprocess.motion import MotionGate
 from edgert.preprocess import Transform
 
 Preprocess = Callable[[Frame], "tuple[np.ndarray, Transform]"]
+# A source's frames keep one preprocessor: it plans its resize tables once per frame size, so
+# cameras of different sizes taking turns must not share one.
+MakePreprocess = Callable[[], Preprocess]
 
 # What must still run after each stage before the record can go out.
 # The secondary stage is not among them: it shrinks to what is left, down to nothing.
@@ -32,6 +38,7 @@ _AFTER = {"preprocess": ("infer", "postprocess", "decide", "publish"),
           "postprocess": ("decide", "publish"),
           "decide": ("publish",)}
 _AFTER_SECONDARY = ("decide", "publish")
+INF = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,11 @@ class FrameResult:
     reused: bool = False              # motion gating: the last inferred frame's detections
     escalated: bool = False           # the heavier model decided (the primary was unsure)
 
+    @property
+    def again(self) -> bool:
+        """A batch was stopped at another frame's deadline before this one's: run it again."""
+        return self.cause == "again"
+
 
 def finite(det: Detections) -> Detections:
     """Drop detections with NaN/inf (an overflowing fp16/int8 model): records must stay JSON."""
@@ -70,10 +82,11 @@ def finite(det: Detections) -> Detections:
 class Pipeline:
     """Holds one model's stages, built by the runtime; `process` is the whole per-frame data path."""
 
-    def __init__(self, preprocess: Preprocess, runner: InferenceRunner, decoder: Decoder,
-                 rules: RuleEngine, clock: Clock, name: str = "main",
-                 cost_quantile: float = 0.5) -> None:
-        self.preprocess, self.runner, self.decoder, self.rules = preprocess, runner, decoder, rules
+    def __init__(self, make_preprocess: MakePreprocess, runner: InferenceRunner, decoder: Decoder,
+                 clock: Clock, name: str = "main", cost_quantile: float = 0.5) -> None:
+        self.make_preprocess, self.runner, self.decoder = make_preprocess, runner, decoder
+        self.preprocess = make_preprocess()   # the first source's (and warm-up's)
+        self._pre: dict[str, Preprocess] = {}
         self.clock = clock
         self.name, self.cost_quantile = name, cost_quantile
         # The numba decoder drops non-finite values itself; any other is checked here.
@@ -81,13 +94,26 @@ class Pipeline:
         self.costs = StageCosts(quantile=cost_quantile)   # per pipeline: rungs' costs differ
         self.secondaries: tuple[SecondaryStage, ...] = ()   # models on crops, shared by rungs
         self.user_stage: UserStage | None = None             # the user's cascade, after them
-        self.gate: MotionGate | None = None   # [motion]: made at warm-up, at the frame's size
         self.escalation: Escalation | None = None   # [model.escalate]: the main rung only
         self.input_note = ""   # the main model's input and where its description came from
-        self._last: Detections | None = None  # what the gate lets an unchanged frame reuse
+        # Batching (several sources): the largest batch the session takes, the tensor a batch
+        # is gathered in (made at warm-up), and each size's cost measured there, which stands
+        # in until real batches have taught `costs` ("infer@k").
+        self.max_batch = 1
+        self.batch_tensor: np.ndarray | None = None
+        self.batch_seed: dict[int, float] = {}
+        self.batch_note = ""   # how frames of several sources run: said at ready
+
+    def pre(self, source_id: str) -> Preprocess:
+        """The preprocessor of `source_id`'s frames (made at warm-up for every source)."""
+        pre = self._pre.get(source_id)
+        if pre is None:
+            pre = self._pre[source_id] = self.preprocess if not self._pre else \
+                self.make_preprocess()
+        return pre
 
     def _overrun(self, t: Ticket, cause: str, stage: str, error: str | None = None) -> FrameResult:
-        self.rules.missed(t.frame.media_s)   # the tracker coasts; no rule state moves
+        t.scene.rules.missed(t.frame.media_s)   # the tracker coasts; no rule state moves
         return FrameResult("overrun", t.latency_ms, cause=cause, stage=stage, error=error)
 
     def _start(self, t: Ticket, stage: str, now: float, probe: bool) -> FrameResult | None:
@@ -108,9 +134,9 @@ class Pipeline:
         stop = self._start(t, "decide", t1, False)
         if stop:
             return stop
-        det = self._last
-        outcome = self.rules.decide(det, (t.frame.height, t.frame.width), t.frame.media_s,
-                                    reused=True)
+        det = t.scene.last
+        outcome = t.scene.rules.decide(det, (t.frame.height, t.frame.width), t.frame.media_s,
+                                       reused=True)
         if outcome.track_ids is not None:
             det = dataclasses.replace(det, track_ids=outcome.track_ids)
         t2 = now()
@@ -186,11 +212,9 @@ class Pipeline:
         stop = self._start(t, "preprocess", t0, probe)
         if stop:
             return stop
-        gate = self.gate
-        if gate is not None and self._last is not None and not gate.due(t.frame.media_s) \
-                and not gate.changed(t.frame.image):
+        if self._unchanged(t):
             return self._reuse(t, t0)
-        tensor, transform = self.preprocess(t.frame)
+        tensor, transform = self.pre(t.frame.source_id)(t.frame)
         t1 = now()
         t.done("preprocess", (t1 - t0) * 1e3)
         costs.observe("preprocess", t1 - t0)
@@ -205,11 +229,25 @@ class Pipeline:
             if run.stopped:
                 return self._overrun(t, "deadline", "infer")
             return self._overrun(t, "error", "infer", run.error)
+        return self._finish(t, run.outputs, transform, t2, probe)
+
+    def _unchanged(self, t: Ticket) -> bool:
+        """Motion gating: the frame is too like its source's last inferred one to run the model."""
+        scene = t.scene
+        gate = scene.gate
+        return gate is not None and scene.last is not None and not gate.due(t.frame.media_s) \
+            and not gate.changed(t.frame.image)
+
+    def _finish(self, t: Ticket, outputs: list[np.ndarray], transform: Transform, t2: float,
+                probe: bool) -> FrameResult:
+        """From the model's outputs for `t`'s frame to its outcome: decode, the optional
+        work, the rules."""
+        costs, now = self.costs, self.clock.now
         stop = self._start(t, "postprocess", t2, probe)
         if stop:
             return stop
         try:
-            detections = self.decoder(run.outputs, transform)
+            detections = self.decoder(outputs, transform)
             if not self._decoder_finite:
                 detections = finite(detections)
         except Exception as e:  # a user decoder, or a model emitting garbage: never fatal
@@ -221,14 +259,16 @@ class Pipeline:
         detections, escalated, stop = self._after_decode(t, detections, t3, probe)
         if stop:
             return stop
-        if gate is not None:   # the reference the next frames are compared with
-            gate.inferred(t.frame.image, t.frame.media_s)
-            self._last = detections
+        scene = t.scene
+        if scene.gate is not None:   # the reference the source's next frames are compared with
+            scene.gate.inferred(t.frame.image, t.frame.media_s)
+            scene.last = detections
         t3 = now()
         stop = self._start(t, "decide", t3, probe)
         if stop:
             return stop
-        outcome = self.rules.decide(detections, (t.frame.height, t.frame.width), t.frame.media_s)
+        outcome = scene.rules.decide(detections, (t.frame.height, t.frame.width),
+                                     t.frame.media_s)
         if outcome.track_ids is not None:
             detections = dataclasses.replace(detections, track_ids=outcome.track_ids)
         t4 = now()
@@ -237,3 +277,78 @@ class Pipeline:
         costs.passed()
         t.enter("publish", t4)
         return FrameResult("ok", t.latency_ms, detections, outcome, escalated=escalated)
+
+    # Batches: frames of several sources through one run.
+
+    def batch_cost(self, k: int) -> float:
+        """The expected cost of one run of a batch of `k` (learned, else measured at warm-up)."""
+        if k == 1:
+            return self.costs.expected("infer")
+        return self.costs.expected(f"infer@{k}") or self.batch_seed.get(k, INF)
+
+    def batch_fits(self, tickets: list[Ticket], now: float) -> bool:
+        """Whether one run for all of `tickets` (in deadline order) is expected to leave each
+        its own decode, rules and record before its own deadline — so the batch costs no frame
+        the single path would have kept: the first frame is the one that waits longest for
+        the others, the last waits for everyone's decode."""
+        costs = self.costs
+        k = len(tickets)
+        each = sum(costs.expected(s) for s in ("postprocess", "decide", "publish")) \
+            + SEND_MARGIN_S
+        done = now + k * costs.expected("preprocess") + self.batch_cost(k)
+        for t in tickets:
+            done += each
+            if done > t.deadline.at:
+                return False
+        return True
+
+    def process_batch(self, tickets: list[Ticket]) -> list[FrameResult]:
+        """One model run for `tickets`' frames (different sources, deadline order), then each
+        decoded and decided on its own. A frame the motion gate lets reuse its source's last
+        detections leaves the batch. If the guard stops the run at one frame's deadline, the
+        frames whose deadlines have not passed come back as `again` (the loop runs them
+        singly); the others are overruns."""
+        costs, now = self.costs, self.clock.now
+        results: list[FrameResult | None] = [None] * len(tickets)
+        batch: list[tuple[int, Transform]] = []
+        t0 = now()
+        probe = False
+        tensor = self.batch_tensor
+        for i, t in enumerate(tickets):
+            t.enter("preprocess", t0)
+            if t.deadline.expired(t0):
+                results[i] = self._overrun(t, "stale", "preprocess")
+                continue
+            if self._unchanged(t):
+                results[i] = self._reuse(t, t0)
+                t0 = now()
+                continue
+            image, transform = self.pre(t.frame.source_id)(t.frame)
+            tensor[len(batch)] = image[0]
+            batch.append((i, transform))
+            t1 = now()
+            t.done("preprocess", (t1 - t0) * 1e3)
+            costs.observe("preprocess", t1 - t0)
+            t0 = t1
+        k = len(batch)
+        if k:
+            t1 = now()
+            for i, _ in batch:
+                tickets[i].enter("infer", t1)
+            run = self.runner.run(tensor[:k])
+            t2 = now()
+            costs.observe("infer" if k == 1 else f"infer@{k}", t2 - t1, stopped=run.stopped)
+            for j, (i, transform) in enumerate(batch):
+                t = tickets[i]
+                t.done("infer", (t2 - t1) * 1e3)
+                if run.outputs is not None:
+                    outputs = [o[j:j + 1] for o in run.outputs]
+                    results[i] = self._finish(t, outputs, transform, now(), probe)
+                elif not run.stopped:
+                    results[i] = self._overrun(t, "error", "infer", run.error)
+                elif t.lost or t.deadline.expired(now()):
+                    results[i] = self._overrun(t, "deadline", "infer")
+                else:
+                    results[i] = FrameResult("overrun", t.latency_ms, cause="again",
+                                             stage="infer")
+        return results  # type: ignore[return-value]

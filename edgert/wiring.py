@@ -12,7 +12,6 @@ from edgert.clock import Clock
 from edgert.config.types import Config, ModelConfig
 from edgert.costs import StageCosts
 from edgert.deadline import Deadline
-from edgert.decide import RuleEngine
 from edgert.decide import kernels as decide_kernels
 from edgert.decide.zones import check_frame
 from edgert.errors import ConfigError, ModelError
@@ -20,7 +19,8 @@ from edgert.frame import Detections, Frame
 from edgert.guard import Ticket
 from edgert.infer import InferenceRunner, ModelInfo, load_model
 from edgert.infer.inputs import InputPlan, plan_input
-from edgert.pipeline import Pipeline, Preprocess
+from edgert.pipeline import MakePreprocess, Pipeline
+from edgert.scene import Scene
 from edgert.infer.escalate import Escalation
 from edgert.infer.secondary import SecondaryStage, classify_reader, user_reader
 from edgert.infer.stage import UserSession, UserStage
@@ -64,9 +64,10 @@ def check_rule_labels(cfg: Config, labels: tuple[str, ...]) -> None:
                                   f"model does not have", f"use one of its labels: {shown}")
 
 
-def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, name: str,
-              key: str) -> tuple[Pipeline, ModelInfo, InputPlan]:
-    """One model's stages: session, decoder, preprocessing (fused numba where it can write)."""
+def _pipeline(cfg: Config, model: ModelConfig, clock: Clock, name: str, key: str,
+              batch: int = 1) -> tuple[Pipeline, ModelInfo, InputPlan]:
+    """One model's stages: session, decoder, preprocessing (fused numba where it can write).
+    With `batch` above 1, the session takes up to that many frames a run where it can."""
     session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path")
     plan = input_plan(cfg, info, model, key)
     if plan.rewrite_key is not None:
@@ -81,14 +82,46 @@ def _pipeline(cfg: Config, model: ModelConfig, rules: RuleEngine, clock: Clock, 
                     else "one frame at a time")
     decoder = make_decoder(model, info, plan.hw, cfg.runtime.kernels)
     dtype = info.input_dtype if info.input_dtype != np.int8 else np.uint8
-    pre: Preprocess
+    make: MakePreprocess
     if cfg.runtime.kernels == "numba" and dtype in (np.float32, np.float16, np.uint8):
         from edgert.preprocess.fused import FusedPreprocessor
-        pre = FusedPreprocessor(plan.input, plan.hw, dtype)
+        make = lambda: FusedPreprocessor(plan.input, plan.hw, dtype)  # noqa: E731
     else:
-        pre = ReferencePreprocessor(plan.input, plan.hw, dtype)
-    return Pipeline(pre, InferenceRunner(session, info.input_name), decoder, rules, clock, name,
-                    cfg.runtime.cost_quantile), info, plan
+        make = lambda: ReferencePreprocessor(plan.input, plan.hw, dtype)  # noqa: E731
+    pipeline = Pipeline(make, InferenceRunner(session, info.input_name), decoder, clock, name,
+                        cfg.runtime.cost_quantile)
+    if batch > 1:
+        _batched(cfg, model, pipeline, info, plan, batch, key)
+    return pipeline, info, plan
+
+
+def _batched(cfg: Config, model: ModelConfig, pipeline: Pipeline, info: ModelInfo,
+             plan: InputPlan, batch: int, key: str) -> None:
+    """Let `pipeline` run up to `batch` frames at once: as its file says where the batch is
+    dynamic, else (a file that fixes it at 1, as most exports do) rewritten with a dynamic
+    batch, which onnxruntime must then run at 2 — some graphs reshape with the 1 built in."""
+    n = info.input_shape[0]
+    if isinstance(n, int) and n > 1:
+        pipeline.batch_note = f"the model's batch is fixed at {n}: frames run singly"
+        return
+    if isinstance(n, int):
+        try:
+            session, info = load_model(model.path, cfg.runtime, str(cfg.file), f"{key}.path",
+                                       ("batch", *plan.dims[1:]) if plan.dims else
+                                       ("batch", *info.input_shape[1:]))
+        except (ModelError, ConfigError) as e:
+            pipeline.batch_note = f"the model cannot run a batch ({e}): frames run singly"
+            return
+        pipeline.runner = InferenceRunner(session, info.input_name)
+    tensor = np.zeros((batch, *pipeline.preprocess.tensor.shape[1:]),
+                      pipeline.preprocess.tensor.dtype)
+    result = pipeline.runner.run(tensor[:2])
+    if result.outputs is None or any(o.shape[:1] != (2,) for o in result.outputs):
+        pipeline.batch_note = "the model does not give one output per frame of a batch: " \
+            "frames run singly"
+        return
+    pipeline.max_batch, pipeline.batch_tensor = batch, tensor
+    pipeline.batch_note = f"up to {batch} frames a run"
 
 
 # A secondary run is optional: one predicted to fit should nearly always fit, since one that
@@ -139,12 +172,18 @@ def _secondary(cfg: Config, i: int, primary: tuple[str, ...]) -> SecondaryStage:
                           batch, max(cfg.runtime.cost_quantile, SECONDARY_QUANTILE))
 
 
+def batch_size(cfg: Config) -> int:
+    """The most frames one run may take: with several sources and batching on."""
+    return cfg.runtime.max_batch if len(cfg.sources) > 1 and cfg.runtime.batching != "off" \
+        else 1
+
+
 def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
-    """The main model's pipeline and one per ladder rung, sharing one rule engine and the
-    secondary models. The main pipeline's `input_note` says how its input is fed and where
-    that came from (`run` logs it at ready, `check` prints it)."""
-    rules = RuleEngine(cfg.rules, cfg.zones, cfg.lines, cfg.tracker, cfg.runtime.kernels)
-    main, info, plan = _pipeline(cfg, cfg.model, rules, clock, "main", "model")
+    """The main model's pipeline and one per ladder rung, sharing the secondary models (each
+    source's rules are its own: edgert.scene). The main pipeline's `input_note` says how its
+    input is fed and where that came from (`run` logs it at ready, `check` prints it)."""
+    batch = batch_size(cfg)
+    main, info, plan = _pipeline(cfg, cfg.model, clock, "main", "model", batch)
     check_rule_labels(cfg, main.decoder.labels)
     rungs = [main]
     for i, rung in enumerate(cfg.runtime.ladder.rungs):
@@ -154,7 +193,7 @@ def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
         model = dataclasses.replace(cfg.model, path=rung.path, input=dataclasses.replace(
             cfg.model.input, size=rung.size or cfg.model.input.size,
             given=given + ((("size", "config"),) if rung.size else ())))
-        pipeline, _, _ = _pipeline(cfg, model, rules, clock, rung.name, key)
+        pipeline, _, _ = _pipeline(cfg, model, clock, rung.name, key, batch)
         if pipeline.decoder.labels != main.decoder.labels:
             raise ConfigError(str(cfg.file), key, f"runs {rung.path.name}, whose labels differ "
                               "from the main model's", "give every rung a model with the same "
@@ -164,7 +203,7 @@ def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
                         for i in range(len(cfg.model.secondary)))
     stage = _user_stage(cfg) if cfg.model.stage is not None else None
     if cfg.model.escalate is not None:
-        heavy, _, _ = _pipeline(cfg, cfg.model.escalate.model, rules, clock, "escalate",
+        heavy, _, _ = _pipeline(cfg, cfg.model.escalate.model, clock, "escalate",
                                 "model.escalate")
         if heavy.decoder.labels != main.decoder.labels:
             raise ConfigError(str(cfg.file), "model.escalate", f"runs "
@@ -214,18 +253,17 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     check_frame(cfg, image.shape[:2])   # pixel zones and lines: the frame size is known now
     if cfg.rules and cfg.runtime.kernels == "numba":
         decide_kernels.warm()
-    frame = Frame(-1, image, 0.0, clock.now())
+    frame = Frame(-1, image, 0.0, clock.now(), source_id=cfg.sources[0].id)
     board = new_board()
     baseline = []
+    scene = Scene.scratch(cfg)   # warm-up frames must not touch any source's rules or tracks
     for n, pipeline in enumerate(rungs):
         key = "model.input" if n == 0 else f"runtime.ladder.rungs[{n - 1}]"
         path = info.path if n == 0 else cfg.runtime.ladder.rungs[n - 1].path
-        state = pipeline.rules
-        pipeline.rules = state.fresh()   # warm-up frames must not touch rule or track state
         infer_ms = []
         try:
             for i in range(runs):
-                t = Ticket(frame, Deadline.never(), pipeline.runner, -1 - i, board, clock.now())
+                t = Ticket(frame, Deadline.never(), pipeline.runner, scene, board, clock.now())
                 result = pipeline.process(t)
                 if result.stage == "postprocess" and result.error:
                     raise ModelError(f"{cfg.file}: model.family {cfg.model.family!r} failed on "
@@ -238,8 +276,8 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
                                      f"failed ({result.error}); check the size and layout in "
                                      f"{key} against what the model was exported for")
                 infer_ms.append(result.latency_ms["infer"])
+            _warm_batches(pipeline, image, runs)
         finally:
-            pipeline.rules = state
             # First runs are slow outliers: learn stage costs from real frames only.
             pipeline.costs = StageCosts(quantile=pipeline.cost_quantile)
         later = infer_ms[1:] or infer_ms
@@ -249,19 +287,32 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     esc = rungs[0].escalation if rungs else None
     if esc is not None:   # pays its first runs now; its last run's cost stands in until learned
         for i in range(runs):
-            t = Ticket(frame, Deadline.never(), esc.heavy.runner, -1 - i, board, clock.now())
+            t = Ticket(frame, Deadline.never(), esc.heavy.runner, scene, board, clock.now())
             if not isinstance(esc.run(t, clock.now), Detections):
                 raise ModelError(f"{cfg.file}: model.escalate: {esc.cfg.model.path} failed on "
                                  "the first frame; check it and [model.escalate.input]")
         esc.heavy.costs = StageCosts(quantile=esc.heavy.cost_quantile)
         esc.runs = 0
-    if cfg.motion.enabled:   # at the frame's size, so it is known now; one for every rung
-        from edgert.preprocess.motion import MotionGate
-        gate = MotionGate.for_config(cfg, image.shape[:2])
-        gate.warm_up()
-        for pipeline in rungs:
-            pipeline.gate, pipeline._last = gate, None
     return baseline
+
+
+def _warm_batches(pipeline: Pipeline, image: np.ndarray, runs: int) -> None:
+    """Run every batch size once or more, so none is first paid for on a frame's time, and
+    keep each size's median as its cost until real batches have taught it."""
+    if pipeline.batch_tensor is None:
+        return
+    one, _ = pipeline.preprocess(Frame(-1, image, 0.0, 0.0))
+    tensor = pipeline.batch_tensor
+    tensor[:] = one[0]
+    for k in range(2, pipeline.max_batch + 1):
+        took = []
+        for _ in range(runs + 1):
+            result = pipeline.runner.run(tensor[:k])
+            if result.outputs is None:
+                raise ModelError(f"{pipeline.name}: a batch of {k} failed ({result.error})")
+            took.append(result.seconds)
+        later = sorted(took[1:])
+        pipeline.batch_seed[k] = later[len(later) // 2]
 
 
 def warm_secondary(stage: SecondaryStage, image: np.ndarray) -> None:

@@ -1,8 +1,10 @@
 """The claim-and-publish protocol in-process, on a clock the test moves: one record per frame,
-`ok` only in time, the policy's record at the deadline, `hold_last` aged in media time."""
+`ok` only in time, the policy's record at each deadline of every frame still owed one,
+records numbered per source as they go out, `hold_last` aged in media time."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -50,16 +52,18 @@ def make(policy: str = "fail_safe", hold_ms: float = 500.0):
     return clock, out, herald
 
 
-def arm(herald: Herald, clock: ManualClock, seq: int, media_s: float | None = None) -> Armed:
-    a = Armed(seq, seq - 1, clock.now(), (seq - 1) / 30 if media_s is None else media_s,
-              clock.now() + BUDGET_S, BUDGET_S * 1e3, clock.wall_at(clock.now()), 1.0)
+def arm(herald: Herald, clock: ManualClock, uid: int, media_s: float | None = None,
+        source: str = "main") -> Armed:
+    a = Armed(uid, uid - 1, clock.now(), (uid - 1) / 30 if media_s is None else media_s,
+              clock.now() + BUDGET_S, BUDGET_S * 1e3, clock.wall_at(clock.now()), 1.0,
+              source_id=None if source == "main" else source, source=source)
     herald.arm(a)
     return a
 
 
-def offer(seq: int, action: str = "reject") -> Offer:
-    line = json.dumps({"seq": seq, "status": "ok", "action": action}).encode()
-    return Offer(seq, line, action, "r")
+def offer(uid: int, action: str = "reject") -> Offer:
+    line = b'{"seq":0,"status":"ok","action":"%s"}' % action.encode()   # as the codec writes
+    return Offer(uid, line, action, "r")
 
 
 def test_an_ok_offered_in_time_goes_out_once_and_the_deadline_then_does_nothing() -> None:
@@ -119,14 +123,17 @@ def test_every_armed_frame_gets_exactly_one_record_in_seq_order() -> None:
             clock.advance(BUDGET_S)
             herald.fire()
             herald.offer(offer(seq))          # after the guard's record: ignored
-        # what == 3: the loop moved on without a word; the next arm closes it as an error
+        # what == 3: the loop moved on without a word; the deadline speaks for the frame
         clock.advance(0.001)
+        herald.fire()
     clock.advance(BUDGET_S)
-    herald.fire()   # the last frame, if the loop never spoke for it
+    herald.fire()   # the last frames, if the loop never spoke for them
     seqs = [p.seq for p in out.posts]
-    assert seqs == list(range(1, 301))
+    assert seqs == list(range(1, 301))   # numbered as they went out: no gap, no repeat
+    assert sorted(p.frame_id for p in out.posts) == list(range(300))   # one record a frame
+    assert [r["seq"] for r in out.records()] == seqs   # the ok lines carry their number
     assert all(r["status"] in ("ok", "fail_safe") for r in out.records())
-    assert {o.seq for o in herald.take_outcomes()} == set(seqs)
+    assert {o.seq for o in herald.take_outcomes()} == set(seqs) and herald.owed == 0
 
 
 @pytest.mark.parametrize("machine_slowness_s", [0.0, 0.2, 5.0])
@@ -193,3 +200,58 @@ def test_the_loop_decides_the_same_on_a_fast_and_a_slow_machine() -> None:
                          for r in recs])
     assert contents[0] == contents[1]
     assert {c[2] for c in contents[0]} == {"none", "reject"}   # the rules did fire
+
+
+def test_frames_of_several_sources_are_owed_records_at_once_each_at_its_own_deadline() -> None:
+    """Frames armed on arrival while the loop works on another: each gets the policy's record
+    at its own deadline, numbered in its own source's sequence, with its own fail-safe."""
+    clock, out, herald = make()
+    herald.configure(dataclasses.replace(
+        herald.cfg, named_sources=True,
+        sources=(SourceConfig(url="pattern:", kind="pattern", target="", id="a"),
+                 SourceConfig(url="pattern:", kind="pattern", target="", id="b",
+                              fail_safe="halt"))))
+    arm(herald, clock, 1, source="a")
+    clock.advance(0.002)
+    arm(herald, clock, 2, source="b")
+    clock.advance(0.002)
+    arm(herald, clock, 3, source="a")
+    assert herald.owed == 3 and herald.due() == pytest.approx(clock.now() - 0.004 + BUDGET_S)
+    assert herald.offer(offer(1)) == "ok"           # the loop decided a's first frame
+    clock.advance(BUDGET_S - 0.002 + 1e-4)          # past b's deadline, not a's second
+    assert herald.fire() == "fail_safe" and herald.owed == 1
+    clock.advance(0.002)
+    herald.fire()
+    assert [(p.source_id, p.seq, p.frame_id, p.action) for p in out.posts] == [
+        ("a", 1, 0, "reject"), ("b", 1, 1, "halt"), ("a", 2, 2, "stop")]
+    recs = out.records()
+    assert [(r["source_id"], r["seq"]) for r in recs[1:]] == [("b", 1), ("a", 2)]
+    assert all(r["late_ms"] < 1.0 for r in recs[1:])
+
+
+def test_a_frame_replaced_before_the_loop_took_it_is_owed_nothing() -> None:
+    clock, out, herald = make()
+    arm(herald, clock, 1)
+    clock.advance(0.010)
+    herald.drop(1)                      # latest mode: a newer frame took its place
+    arm(herald, clock, 2)
+    herald.offer(offer(2))
+    clock.advance(1.0)
+    herald.fire()
+    herald.drop(2)                      # too late to matter: it was spoken for
+    assert [(p.seq, p.frame_id, p.status) for p in out.posts] == [(1, 1, "ok")]
+
+
+def test_hold_last_holds_each_sources_own_decision() -> None:
+    clock, out, herald = make("hold_last")
+    arm(herald, clock, 1, media_s=1.0, source="a")
+    herald.offer(offer(1, "reject"))
+    arm(herald, clock, 2, media_s=1.0, source="b")
+    herald.offer(offer(2, "accept"))
+    arm(herald, clock, 3, media_s=1.1, source="a")
+    herald.overrun(3, "predicted", "infer", {})
+    arm(herald, clock, 4, media_s=1.1, source="c")   # nothing decided yet for c
+    herald.overrun(4, "predicted", "infer", {})
+    recs = out.records()
+    assert [(r["status"], r["action"]) for r in recs[2:]] == [("hold_last", "reject"),
+                                                             ("fail_safe", "stop")]

@@ -52,7 +52,7 @@ class Escalation:
         or the error that stopped it."""
         heavy, costs = self.heavy, self.heavy.costs
         t0 = now()
-        tensor, transform = heavy.preprocess(t.frame)
+        tensor, transform = heavy.pre(t.frame.source_id)(t.frame)
         t1 = now()
         costs.observe("preprocess", t1 - t0)
         primary = t.runner

@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 import onnxruntime as ort
 
-Dims = tuple[int, int, int, int]
+# A str names a dimension left open (a dynamic batch: "batch").
+Dims = tuple["int | str", int, int, int]
 
 
 def with_input_dims(path: Path, dims: Dims) -> tuple[bytes, tuple]:
@@ -31,7 +32,10 @@ def with_input_dims(path: Path, dims: Dims) -> tuple[bytes, tuple]:
     declared = tuple(d.dim_value if d.HasField("dim_value") else None for d in shape.dim)
     shape.ClearField("dim")
     for value in dims:
-        shape.dim.add().dim_value = value
+        if isinstance(value, str):
+            shape.dim.add().dim_param = value
+        else:
+            shape.dim.add().dim_value = value
     del model.graph.value_info[:]
     for output in model.graph.output:
         output.type.tensor_type.ClearField("shape")
@@ -46,5 +50,6 @@ def output_shapes(session: ort.InferenceSession, input_name: str, dims: Dims,
     shapes the decoders choose by (the file's own were dropped). Raises what ORT raises."""
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4   # the failure is raised, and said once, by the caller
-    outputs: Sequence[np.ndarray] = session.run(None, {input_name: np.zeros(dims, dtype)}, quiet)
+    one = tuple(1 if isinstance(d, str) else d for d in dims)
+    outputs: Sequence[np.ndarray] = session.run(None, {input_name: np.zeros(one, dtype)}, quiet)
     return tuple(tuple(int(d) for d in o.shape) for o in outputs)

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -58,11 +59,15 @@ class HeraldPort(Protocol):
     board: np.ndarray
     priority: str
 
-    def arm(self, armed: Armed) -> None: ...
+    def arm(self, armed: Armed) -> None:
+        """A frame has arrived; from any thread (grabbers arm their frames)."""
+
+    def drop(self, uid: int) -> None:
+        """A newer frame replaced this one before the loop took it; from any thread."""
 
     def offer(self, offer: Offer) -> None: ...
 
-    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+    def overrun(self, uid: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None: ...
 
     def event(self, event: Event) -> None:
@@ -111,14 +116,17 @@ class LocalHerald:
         self._prepared: str | None | bool = False
 
     def arm(self, armed: Armed) -> None:
-        self.herald.arm(armed)
+        self.herald.arm(armed)   # only the loop's thread arms here: deadlines are not enforced
+
+    def drop(self, uid: int) -> None:
+        self.herald.drop(uid)
 
     def offer(self, offer: Offer) -> None:
         self.herald.offer(offer)
 
-    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+    def overrun(self, uid: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None:
-        self.herald.overrun(seq, cause, stage, latency_ms, error)
+        self.herald.overrun(uid, cause, stage, latency_ms, error)
 
     def event(self, event: Event) -> None:
         self.publisher.publish(event_post(event))
@@ -143,7 +151,7 @@ class LocalHerald:
         return self._prepared
 
     def commit(self, cfg: Config) -> None:
-        self.herald.cfg = cfg
+        self.herald.configure(cfg)
 
     @property
     def output_stats(self) -> dict[str, Any]:
@@ -155,6 +163,7 @@ class LocalHerald:
 
     def close(self) -> dict[str, Any]:
         self.herald.fire()
+        self.herald.abandon("error", "no record was offered")   # a loop that said nothing
         self.publisher.close()
         return {"outputs": self.publisher.stats(), "fired": self.herald.fired,
                 "late_ok": self.herald.late_ok, "priority": self.priority}
@@ -167,6 +176,8 @@ class SenderProcess:
                  shm: mmap.mmap, priority: str) -> None:
         self._proc, self._sock, self.board, self._shm = proc, sock, board, shm
         self.priority = priority
+        # Grabber threads arm frames beside the loop: one message must not cut into another.
+        self._send_lock = threading.Lock()
         self._outcomes: list[Outcome] = []
         self._dead = False
         self._lost = False
@@ -220,8 +231,10 @@ class SenderProcess:
     def _send(self, msg: tuple) -> None:
         if self._lost:
             return
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            self._sock.sendall(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+            with self._send_lock:
+                self._sock.sendall(data)
         except OSError as e:
             self._lost = True
             log.error("the sender process is gone (%s): no record can be published", e)
@@ -229,12 +242,15 @@ class SenderProcess:
     def arm(self, armed: Armed) -> None:
         self._send(("arm", armed))
 
+    def drop(self, uid: int) -> None:
+        self._send(("drop", uid))
+
     def offer(self, offer: Offer) -> None:
         self._send(("offer", offer))
 
-    def overrun(self, seq: int, cause: str, stage: str, latency_ms: dict[str, float],
+    def overrun(self, uid: int, cause: str, stage: str, latency_ms: dict[str, float],
                 error: str | None = None) -> None:
-        self._send(("overrun", seq, cause, stage, latency_ms, error))
+        self._send(("overrun", uid, cause, stage, latency_ms, error))
 
     def event(self, event: Event) -> None:
         self._send(("event", event))
@@ -367,6 +383,8 @@ class _Sender:
         kind, herald = msg[0], self.herald
         if kind == "arm":
             herald.arm(msg[1])
+        elif kind == "drop":
+            herald.drop(msg[1])
         elif kind == "offer":
             herald.offer(msg[1])
         elif kind == "overrun":
@@ -384,7 +402,7 @@ class _Sender:
         elif kind == "prepare":
             self._prepare(msg[1])
         elif kind == "commit":
-            herald.cfg = msg[1]
+            herald.configure(msg[1])
             if self._swap is not None:
                 self.bound = self._swap.commit()
                 self._swap = None
@@ -437,6 +455,9 @@ class _Sender:
 
     def _close(self) -> int:
         self.herald.fire()
+        # The loop drops what its sources still held before it closes: anything owed now is
+        # a frame it took and said nothing of.
+        self.herald.abandon("error", "no record was offered")
         self._settle()
         self.publisher.close()
         stats = {"outputs": self.publisher.stats(), "fired": self.herald.fired,
@@ -453,10 +474,7 @@ class _Sender:
         """The loop died (a crash, SIGKILL): what it had armed will never be offered, so it
         gets the policy's record now; then every output is closed as after a crash (MQTT
         leaves without its goodbye, so the broker publishes the Last Will)."""
-        herald = self.herald
-        armed = herald.due() != float("inf")
-        if armed and herald._armed is not None:
-            herald.overrun(herald._armed.seq, "error", "publish", {}, "the loop has stopped")
+        self.herald.abandon("error", "the loop has stopped")
         self._settle()
         for out in self.publisher.outputs:
             abandon = getattr(out, "abandon", None)

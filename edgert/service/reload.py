@@ -89,8 +89,8 @@ class _Job:
     """One reload under way: the model thread, then the outputs, then the switch."""
 
     def __init__(self, runtime: Runtime, new: Config) -> None:
-        from edgert.decide import RuleEngine
         from edgert.decide.zones import check_frame
+        from edgert.scene import rule_engine
         from edgert.wiring import check_rule_labels
 
         old = runtime.cfg
@@ -110,7 +110,7 @@ class _Job:
         self.t = frame.media_s if frame is not None else 0.0
         if self.image is not None:
             check_frame(new, self.image.shape[:2])   # pixel zones and lines against the frame
-        self.engine = RuleEngine(new.rules, new.zones, new.lines, new.tracker, new.runtime.kernels)
+        self.engines = {sid: rule_engine(new.for_source(sid)) for sid in runtime.scenes}
         self.built: tuple | BaseException | None = None
         self._thread: threading.Thread | None = None
         self._outputs = False
@@ -163,7 +163,10 @@ class _Job:
         return True
 
     def commit(self, runtime: Runtime) -> None:
-        self.engine.adopt(runtime.pipeline.rules, self.t, keep_tracks=self.same_model)
+        for sid, engine in self.engines.items():   # each source's state, at its own time
+            scene = runtime.scenes[sid]
+            t = scene.last_frame.media_s if scene.last_frame is not None else self.t
+            engine.adopt(scene.rules, t, keep_tracks=self.same_model)
         runtime.herald.commit(self.new)
-        runtime.reconfigure(self.new, self.engine, self.built if self.model else None)
+        runtime.reconfigure(self.new, self.engines, self.built if self.model else None)
 

@@ -26,12 +26,15 @@ def _reader(cfg: SourceConfig, clock: Clock) -> Reader:
     return CaptureReader(cfg, clock)
 
 
-def open_source(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main") -> FrameSource:
+def open_source(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main", *,
+                threaded: bool = False) -> FrameSource:
     """The source `cfg` describes, not yet started: call `start()` to open it.
 
     One Reader per kind of medium, driven either by a GrabberSource (a thread; `latest`
     mode, and `every` mode on live kinds) or by a DirectSource (`every` mode on files, image
     folders and the pattern: decoded on the caller's thread, so replays are repeatable).
+    `threaded`: a GrabberSource always (one of several sources: none may decode on the loop's
+    thread while another's frame waits; a recording is then paced at its own rate).
     """
     if cfg.kind not in KINDS:
         raise SourceUnavailable(f"source {cfg.url}: unknown kind {cfg.kind!r}; "
@@ -40,7 +43,7 @@ def open_source(cfg: SourceConfig, clock: Clock = LIVE, source_id: str = "main")
         raise SourceUnavailable(f"source {cfg.url}: unknown mode {cfg.mode!r}; "
                                 "use latest or every")
     reader = _reader(cfg, clock)
-    if cfg.mode == "every" and not reader.live:
+    if cfg.mode == "every" and not reader.live and not threaded:
         # fps caps any source: a file or folder read on demand is paced only when it is set.
         pace = (cfg.fps or DEFAULT_FPS) if cfg.kind == "pattern" else cfg.fps
         return DirectSource(reader, loop=cfg.loop, fps=pace, clock=clock, source_id=source_id)

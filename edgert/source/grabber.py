@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from typing import Callable
 
 from edgert.config.types import SourceConfig
 from edgert.clock import Clock
@@ -57,6 +58,20 @@ class GrabberSource:
 
     def read(self, timeout: float) -> Frame | None:
         return self._mailbox.take(timeout)
+
+    def peek(self) -> Frame | None:
+        """The frame `read` would return now, without taking it (several sources: the loop
+        takes the one whose deadline comes first)."""
+        return self._mailbox.peek()
+
+    def watch(self, arrive: Callable[[Frame], Frame] | None,
+              drop: Callable[[Frame], None] | None) -> None:
+        """See edgert.source.mailbox.Mailbox.watch."""
+        self._mailbox.watch(arrive, drop)
+
+    def ring(self, bell: threading.Condition) -> None:
+        """Notify `bell` after each frame handed over and at the end."""
+        self._mailbox.bell = bell
 
     def close(self) -> None:
         if self._stop.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,11 @@ class Mailbox:
     dropped), so nothing queues behind a slow consumer. Otherwise: up to QUEUE frames, and
     the grabber waits for a free buffer, so order is kept and memory stays bounded.
     The consumer's current frame keeps its buffer until the consumer asks for the next one.
+
+    `watch` hooks the run in: `arrive` sees each frame as it is handed over (and may return it
+    changed: the herald arms it and it gets its uid), `drop` each frame replaced or cleared
+    before the consumer took it. A `bell` shared by several mailboxes is rung after each
+    hand-over, so one consumer can wait on all of them.
     """
 
     def __init__(self, *, latest: bool, tally: Tally, clock: Clock, media: MediaTime,
@@ -37,6 +43,14 @@ class Mailbox:
         self._index = 0
         self._exhausted = False
         self._closed = False
+        self._arrive: Callable[[Frame], Frame] | None = None
+        self._drop: Callable[[Frame], None] | None = None
+        self.bell: threading.Condition | None = None
+
+    def watch(self, arrive: Callable[[Frame], Frame] | None,
+              drop: Callable[[Frame], None] | None) -> None:
+        with self._cond:
+            self._arrive, self._drop = arrive, drop
 
     @property
     def ended(self) -> bool:
@@ -67,20 +81,32 @@ class Mailbox:
         with self._cond:
             frame = stamp(self._index, self._ring.fill(slot, image), grabbed, started,
                           self.media.at(grabbed, media), self._clock, self._source_id)
+            if self._arrive is not None:
+                frame = self._arrive(frame)
             self._index += 1
             if self._latest and self._queue:
-                old, _ = self._queue.popleft()
+                old, replaced = self._queue.popleft()
                 self._ring.release(old)
                 dropped = 1
+                if self._drop is not None:
+                    self._drop(replaced)
             self._queue.append((slot, frame))
             self._cond.notify_all()
         self._tally.count(frames=1, dropped=dropped)
+        self._ring_bell()
+
+    def _ring_bell(self) -> None:
+        # Outside our lock: the consumer holds the bell while it looks into each mailbox.
+        if self.bell is not None:
+            with self.bell:
+                self.bell.notify_all()
 
     def finish(self) -> None:
         """No more frames will come; the consumer still gets those already waiting."""
         with self._cond:
             self._exhausted = True
             self._cond.notify_all()
+        self._ring_bell()
 
     # The consumer's side.
 
@@ -100,8 +126,18 @@ class Mailbox:
             self._held = slot
             return frame
 
+    def peek(self) -> Frame | None:
+        """The frame `take` would return now, left where it is."""
+        with self._cond:
+            return self._queue[0][1] if self._queue else None
+
     def close(self) -> None:
         with self._cond:
+            if self._drop is not None:   # handed over, never taken: owed nothing
+                for _, frame in self._queue:
+                    self._drop(frame)
+            self._arrive = self._drop = None
             self._closed = True
             self._queue.clear()
             self._cond.notify_all()
+        self._ring_bell()

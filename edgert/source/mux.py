@@ -1,0 +1,66 @@
+"""Several sources read as one: the waiting frame whose deadline comes first, and the others beside it for a batch."""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+from edgert.clock import Clock
+from edgert.frame import Frame
+from edgert.source.base import FrameSource
+
+
+class Mux:
+    """The loop's view of its sources. One source is read as it is (a source read on demand
+    decodes on the loop's thread). Several are grabbed on threads of their own, each into its
+    mailbox; they ring one bell, so the loop sleeps until any has a frame, and a source that
+    stalls or reopens holds up no other. Every source has the same budget, so the earliest
+    deadline is the earliest arrival."""
+
+    def __init__(self, sources: Sequence[FrameSource], ids: Sequence[str], clock: Clock) -> None:
+        self.sources, self.ids, self._clock = list(sources), list(ids), clock
+        self._by_id = dict(zip(self.ids, self.sources))
+        self._bell = threading.Condition()
+        if len(self.sources) > 1:
+            for s in self.sources:
+                s.ring(self._bell)   # type: ignore[attr-defined]  (a GrabberSource)
+
+    @property
+    def ended(self) -> bool:
+        return all(s.ended for s in self.sources)
+
+    def next(self, timeout: float) -> Frame | None:
+        """The waiting frame with the earliest deadline, or None after `timeout` seconds."""
+        if len(self.sources) == 1:
+            return self.sources[0].read(timeout)
+        end = self._clock.now() + timeout
+        with self._bell:
+            while True:
+                heads = self.heads()
+                if heads:
+                    break
+                left = end - self._clock.now()
+                if left <= 0.0 or self.ended:
+                    return None
+                self._bell.wait(left)
+        return self.take(heads[0].source_id)
+
+    def heads(self, exclude: str | None = None) -> list[Frame]:
+        """The frame each source would give now (but `exclude`'s), earliest deadline first."""
+        heads = [f for s, i in zip(self.sources, self.ids)
+                 if i != exclude and (f := s.peek()) is not None]   # type: ignore[attr-defined]
+        heads.sort(key=lambda f: f.arrival_s)
+        return heads
+
+    def take(self, source_id: str) -> Frame | None:
+        """The frame `source_id` has waiting (a newer one, if it replaced the one peeked)."""
+        return self._by_id[source_id].read(0.0)
+
+    def wait(self, count: int, until: float) -> None:
+        """Until `count` sources have a frame waiting or `until` (a fixed-size batch's wait)."""
+        with self._bell:
+            while len(self.heads()) < count and not self.ended:
+                left = until - self._clock.now()
+                if left <= 0.0:
+                    return
+                self._bell.wait(left)
