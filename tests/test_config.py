@@ -460,3 +460,138 @@ def test_rules_with_lines_counts_and_dwell_load(workdir: Path) -> None:
     cfg = load_config(write_config(workdir / "ok.toml", text))
     assert cfg.rules[0].tracked and cfg.lines[0].units == "pixels"
     assert cfg.rules[1].min_count == 3 and not cfg.rules[1].tracked
+
+
+ONE_SOURCE = '[source]\nurl = "pattern:"\nfps = 30\n'
+TWO = GOOD.replace(ONE_SOURCE, """
+[[sources]]
+id = "cam1"
+url = "pattern:"
+fps = 30
+
+[[sources]]
+id = "cam2"
+url = "pattern:"
+size = [240, 320]
+fail_safe = "halt"
+""").replace("""zone = "gate"
+action = "reject"
+""", """zone = "gate"
+action = "reject"
+sources = ["cam1"]
+
+[[rules]]
+name = "anything"
+action = "look"
+""").replace("[[zones]]\nname = \"gate\"\n", '[[zones]]\nname = "gate"\nsources = ["cam1"]\n') + LINES
+
+
+def test_several_sources_load_with_ids_and_their_own_fail_safe(workdir: Path) -> None:
+    cfg = load_config(write_config(workdir / "two.toml", TWO))
+    assert cfg.named_sources and [s.id for s in cfg.sources] == ["cam1", "cam2"]
+    assert cfg.source is cfg.sources[0] and cfg.sources[1].size == (240, 320)
+    assert (cfg.sources[0].fail_safe, cfg.sources[1].fail_safe) == (None, "halt")
+    one, two = cfg.for_source("cam1"), cfg.for_source("cam2")
+    assert [r.name for r in one.rules] == ["defect-in-gate", "anything"]
+    assert [r.name for r in two.rules] == ["anything"]
+    assert [z.name for z in one.zones] == ["gate"] and two.zones == ()
+    assert one.lines == two.lines == cfg.lines                  # no sources: every source
+    assert (one.fail_safe.action, two.fail_safe.action) == ("stop", "halt")
+    assert two.source.id == "cam2" and two.sources == (two.source,)
+    assert cfg.runtime.batching == "deadline" and cfg.runtime.max_batch == 4
+    single = load_config(write_config(workdir / "one.toml", GOOD))
+    assert not single.named_sources and single.sources == (single.source,)
+    assert single.source.id == "main" and single.source.fail_safe is None
+
+
+def test_runtime_batching_keys_load(workdir: Path) -> None:
+    text = TWO.replace("budget_ms = 200", 'budget_ms = 200\nbatching = "fixed"\nmax_batch = 8\n'
+                       "batch_timeout_ms = 20")
+    rt = load_config(write_config(workdir / "two.toml", text)).runtime
+    assert (rt.batching, rt.max_batch, rt.batch_timeout_ms) == ("fixed", 8, 20.0)
+
+
+def _outputs_for(t: str, ids: str) -> str:
+    return t.replace('type = "stdout"', f'type = "stdout"\nsources = {ids}')
+
+
+SOURCES_BAD = [
+    ("both source and sources", lambda t: t + '\n[source]\nurl = "pattern:"\n', "sources",
+     "keep one"),
+    ("neither source nor sources", lambda t: GOOD.replace(ONE_SOURCE, ""), "source.url",
+     "or [[sources]]"),
+    ("id missing", lambda t: t.replace('id = "cam2"\n', ""), "sources[1].id", "add id"),
+    ("id not a topic level", lambda t: t.replace('id = "cam2"', 'id = "cam/2"'),
+     "sources[1].id", "MQTT topic"),
+    ("id twice", lambda t: t.replace('id = "cam2"', 'id = "cam1"'), "sources[1].id",
+     "its own id"),
+    ("sources empty", lambda t: GOOD.replace(ONE_SOURCE, "").replace(
+        'device_id = "test-cam"', 'device_id = "test-cam"\nsources = []'), "sources",
+     "add a [[sources]]"),
+    ("too many sources", lambda t: t + "".join(f'\n[[sources]]\nid = "c{i}"\nurl = "pattern:"\n'
+                                                for i in range(15)), "sources", "own edgert process"),
+    ("fail_safe not a string", lambda t: t.replace('fail_safe = "halt"', "fail_safe = 1"),
+     "sources[1].fail_safe", "string"),
+    ("fail_safe empty", lambda t: t.replace('fail_safe = "halt"', 'fail_safe = ""'),
+     "sources[1].fail_safe", "[fail_safe] action"),
+    ("id on [source]", lambda t: GOOD.replace('fps = 30', 'fps = 30\nid = "cam1"'), "source.id",
+     "spelling"),
+    ("unknown id on a rule", lambda t: t.replace('sources = ["cam1"]\n\n[[rules]]',
+                                                 'sources = ["cam3"]\n\n[[rules]]'),
+     "rules[0].sources", "cam1, cam2"),
+    ("unknown id on a zone", lambda t: t.replace('name = "gate"\nsources = ["cam1"]',
+                                                 'name = "gate"\nsources = ["cam9"]'),
+     "zones[0].sources", "cam1, cam2"),
+    ("unknown id on a line", lambda t: t.replace('p2 = [320, 480]', 'p2 = [320, 480]\n'
+                                                 'sources = ["x"]'), "lines[0].sources", "cam1"),
+    ("unknown id on an output", lambda t: _outputs_for(t, '["cam1", "cam7"]'),
+     "outputs[0].sources", "'cam7'"),
+    ("empty sources on a rule", lambda t: t.replace('action = "look"', 'action = "look"\n'
+                                                    "sources = []"), "rules[1].sources", "remove it"),
+    ("sources not a list", lambda t: t.replace('action = "look"', 'action = "look"\n'
+                                               'sources = "cam1"'), "rules[1].sources", "list"),
+    ("sources without [[sources]]", lambda t: _outputs_for(GOOD, '["main"]'),
+     "outputs[0].sources", "use [[sources]] with ids, or remove it"),
+    ("rule beyond its zone", lambda t: t.replace('sources = ["cam1"]\n\n[[rules]]', "\n[[rules]]"),
+     "rules[0].sources", 'cam2 (every source, as it sets no sources), but zone \'gate\' does not (it '
+     'applies to cam1); set sources = ["cam1"] on the rule'),
+    ("rule beyond its line", lambda t: t.replace('action = "look"', 'action = "look"\n'
+                                                 'crosses = "door"').replace(
+        "p2 = [320, 480]", 'p2 = [320, 480]\nsources = ["cam2"]'), "rules[1].sources",
+     "but line 'door' does not"),
+    ("zones_only, a source without rules", lambda t: t.replace(
+        'action = "look"\n', 'action = "look"\nzone = "gate"\nsources = ["cam1"]\n')
+     + "\n[motion]\nzones_only = true\n", "motion.zones_only", "'cam2'"),
+    ("serial: a source's fail_safe too long", lambda t: t.replace(
+        'fail_safe = "halt"', 'fail_safe = "' + "h" * 33 + '"') + SERIAL,
+     "sources[1].fail_safe", "at most 32"),
+    ("batching", lambda t: t.replace("budget_ms = 200", 'budget_ms = 200\nbatching = "auto"'),
+     "runtime.batching", "'deadline'"),
+    ("max_batch", lambda t: t.replace("budget_ms = 200", "budget_ms = 200\nmax_batch = 65"),
+     "runtime.max_batch", "at most 64"),
+    ("max_batch whole", lambda t: t.replace("budget_ms = 200", "budget_ms = 200\nmax_batch = 2.5"),
+     "runtime.max_batch", "whole number"),
+    ("batch_timeout_ms", lambda t: t.replace("budget_ms = 200", "budget_ms = 200\n"
+                                             "batch_timeout_ms = 0"), "runtime.batch_timeout_ms",
+     "above 0"),
+    ("batch_timeout_ms too long", lambda t: t.replace("budget_ms = 200", "budget_ms = 200\n"
+                                                      "batch_timeout_ms = 20000"),
+     "runtime.batch_timeout_ms", "at most 10000"),
+]
+
+
+@pytest.mark.parametrize("name,edit,key,fix", SOURCES_BAD, ids=[b[0] for b in SOURCES_BAD])
+def test_bad_sources_name_the_key_and_the_fix(workdir: Path, name, edit, key, fix) -> None:
+    test_bad_config_is_one_sentence_with_file_and_key(workdir, name, lambda _: edit(TWO), key, fix)
+
+
+def test_check_runs_on_several_sources(workdir: Path) -> None:
+    """`check` on [[sources]] runs (it warms up at the first source's frame size and names only
+    that source), and a mistake in a `sources` key is exit 2 like any other."""
+    proc = edgert("check", str(write_config(workdir / "two.toml", TWO)))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    bad = TWO.replace('sources = ["cam1"]\n\n[[rules]]', 'sources = ["cam3"]\n\n[[rules]]')
+    proc = edgert("check", str(write_config(workdir / "two.toml", bad)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "rules[0].sources" in proc.stderr.strip().splitlines()[-1]

@@ -263,3 +263,29 @@ def test_adopt_keeps_tracks_and_rule_state_only_where_unchanged() -> None:
     assert other_model.tracker is not kept.tracker
     ends = other_model.events.take()
     assert [(e.rule, e.kind) for e in ends] == [("dwell", "end")]   # its track ids mean nothing now
+
+
+def test_a_changed_source_or_its_fail_safe_is_refused_as_a_restart() -> None:
+    import dataclasses
+
+    from edgert.config.types import (Config, FailSafeConfig, ModelConfig, RuntimeConfig,
+                                     SourceConfig)
+    from edgert.service.reload import RESTART, changed, restart_said
+
+    cam = SourceConfig("pattern:", "pattern", "", id="cam1")
+    one = Config(Path("d.toml"), "d", cam, ModelConfig(Path("m.onnx")), RuntimeConfig(),
+                 FailSafeConfig("stop"))
+    assert changed(one, dataclasses.replace(one), RESTART) == []
+    moved = dataclasses.replace(one, source=dataclasses.replace(cam, fps=5.0))
+    assert restart_said(changed(one, moved, RESTART), False) == "source"
+
+    two = dataclasses.replace(one, sources=(cam, dataclasses.replace(cam, id="cam2")),
+                              named_sources=True)
+    halt = dataclasses.replace(two, sources=(cam, dataclasses.replace(cam, id="cam2",
+                                                                       fail_safe="halt")))
+    keys = changed(two, halt, RESTART)
+    assert keys == ["sources"] and "fail_safe" in restart_said(keys, True)
+    keys = changed(two, dataclasses.replace(two, sources=(cam,)), RESTART)   # one removed
+    assert keys == ["sources"]
+    keys = changed(one, dataclasses.replace(one, sources=(cam,), named_sources=True), RESTART)
+    assert restart_said(keys, True) == "[source] replaced by [[sources]] or back"

@@ -28,6 +28,9 @@ PROVIDERS = ("tensorrt", "cuda", "rocm", "migraphx", "openvino", "qnn", "coreml"
              "acl", "armnn", "dml", "cpu")
 OUTPUT_TYPES = ("stdout", "jsonl", "serial", "mqtt")
 _NETWORK = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "rtmp://", "tcp://")
+# One process, one loop: every source's frames take turns on the same loop and model, so each
+# camera's share of them shrinks as cameras are added; past this, run a process per group.
+MAX_SOURCES = 16
 
 
 def load_config(path: str | Path) -> Config:
@@ -46,11 +49,9 @@ def load_config(path: str | Path) -> Config:
     data = _read_toml(file)
     file = file.resolve()
     top = Section(file, "", data)
-    device_id = top.str("device_id", fix='add device_id = "line3-cam1" at the top')
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", device_id):
-        raise top.error("device_id", f"is {device_id!r}",
-                        "use only letters, digits, '.', '_' and '-' (it becomes an MQTT topic)")
-    source = _source(top.table_("source"))
+    device_id = _topic_level(top, "device_id",
+                             top.str("device_id", fix='add device_id = "line3-cam1" at the top'))
+    sources, named = _sources(top)
     model = _model(top.table_("model"))
     runtime = _runtime(top.table_("runtime"), model)
     zones = tuple(_zone(s) for s in top.tables("zones"))
@@ -63,10 +64,47 @@ def load_config(path: str | Path) -> Config:
     service = _service(top.table_("service"))
     top.done()
     _cross_check(top, zones, lines, rules, model, outputs)
-    _check_serial(fail_safe, rules, outputs, str(file))
-    return Config(file=file, device_id=device_id, source=source, model=model, runtime=runtime,
-                  fail_safe=fail_safe, zones=zones, lines=lines, rules=rules, tracker=tracker,
-                  motion=motion, outputs=outputs, service=service)
+    _check_source_ids(top, sources if named else (), zones, lines, rules, outputs, motion)
+    _check_serial(fail_safe, sources, rules, outputs, str(file))
+    return Config(file=file, device_id=device_id, source=sources[0], model=model,
+                  runtime=runtime, fail_safe=fail_safe, zones=zones, lines=lines, rules=rules,
+                  tracker=tracker, motion=motion, outputs=outputs, service=service,
+                  sources=sources, named_sources=named)
+
+
+def _topic_level(s: Section, name: str, value: str) -> str:
+    """An id that becomes one level of an MQTT topic: no '/', '+', '#' or spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", value):
+        raise s.error(name, f"is {value!r}",
+                      "use only letters, digits, '.', '_' and '-' (it becomes an MQTT topic)")
+    return value
+
+
+def _sources(top: Section) -> tuple[tuple[SourceConfig, ...], bool]:
+    """[source], or [[sources]] with an id each: every source, and whether they are named."""
+    if top.has("source") and top.has("sources"):
+        raise top.error("sources", "is given together with [source]",
+                        "keep one: [source] for one camera, or [[sources]] with an id each")
+    if not top.has("sources"):
+        if not top.has("source"):
+            raise top.error("source.url", "is missing", 'add [source] with url = "file:clip.mp4" '
+                            "(or camera:0, rtsp://…, pattern:), or [[sources]] with an id and "
+                            "url each for several cameras")
+        return (_source(top.table_("source")),), False
+    tables = top.tables("sources")
+    if not tables:
+        raise top.error("sources", "is empty", "add a [[sources]] table with id and url")
+    if len(tables) > MAX_SOURCES:
+        raise top.error("sources", f"has {len(tables)} sources, more than one process and its "
+                        f"one loop take ({MAX_SOURCES})", "split the cameras over several "
+                        "configs, each run by its own edgert process with its own device_id")
+    sources: list[SourceConfig] = []
+    for t in tables:
+        src = _source(t, named=True)
+        if any(other.id == src.id for other in sources):
+            raise t.error("id", f"repeats {src.id!r}", "give each source its own id")
+        sources.append(src)
+    return tuple(sources), True
 
 
 def _service(s: Section) -> ServiceConfig:
@@ -125,7 +163,14 @@ def parse_source_url(s: Section, url: str) -> tuple[str, str]:
                   "http(s)://…, udp://…, images:DIR_OR_IMAGE, gst:PIPELINE or pattern:")
 
 
-def _source(s: Section) -> SourceConfig:
+def _source(s: Section, named: bool = False) -> SourceConfig:
+    """[source], or one [[sources]] table (`named`), which also takes `id` and `fail_safe`."""
+    own = {}
+    if named:
+        own = dict(id=_topic_level(s, "id", s.str("id", fix='add id = "cam1" (it names the '
+                                                  "source in records and MQTT topics)")),
+                   fail_safe=s.str("fail_safe", None, fix="give its fail-safe action, or "
+                                   "remove it for [fail_safe] action"))
     url = s.str("url", fix='add url = "file:clip.mp4" (or camera:0, rtsp://…, pattern:)')
     kind, target = parse_source_url(s, url)
     # One image is one frame: in `latest` mode start-up would take it to warm up on and the
@@ -139,7 +184,7 @@ def _source(s: Section) -> SourceConfig:
         stall_timeout_s=s.number("stall_timeout_s", 5.0, lo=0.05, hi=3600.0),
         reopen_initial_s=s.number("reopen_initial_s", 0.5, lo=0.01, hi=600.0),
         reopen_max_s=s.number("reopen_max_s", 30.0, lo=0.01, hi=3600.0),
-        size=s.numbers("size", 2, (480, 640), lo=16, hi=8192, integer=True))
+        size=s.numbers("size", 2, (480, 640), lo=16, hi=8192, integer=True), **own)
     if cfg.loop and kind not in ("file", "images"):
         raise s.error("loop", f"is true for a {kind} source", "loop applies only to file: and images:")
     if still and mode == "latest" and not cfg.loop:
@@ -405,7 +450,10 @@ def _runtime(s: Section, model: ModelConfig) -> RuntimeConfig:
         spin_wait=s.bool("spin_wait", False),
         kernels=s.str("kernels", "numba", choices=("numba", "reference")),
         provider_policy=s.str("provider_policy", "fallback", choices=("fallback", "fail")),
-        provider_options=options)
+        provider_options=options,
+        batching=s.str("batching", "deadline", choices=("off", "deadline", "fixed")),
+        max_batch=s.number("max_batch", 4, lo=1, hi=64, integer=True),
+        batch_timeout_ms=s.number("batch_timeout_ms", 33.0, lo=0.0, hi=10_000.0, lo_open=True))
     s.done()
     return cfg
 
@@ -445,7 +493,8 @@ def _zone(s: Section) -> Zone:
     if s.has("overlap") and anchor != "overlap":
         raise s.error("overlap", f"is set but zone {name!r} has anchor = {anchor!r}",
                       'set anchor = "overlap" or remove overlap')
-    zone = Zone(name=name, polygon=polygon, units=units, anchor=anchor, overlap=overlap)
+    zone = Zone(name=name, polygon=polygon, units=units, anchor=anchor, overlap=overlap,
+                sources=_source_ids(s))
     s.done()
     return zone
 
@@ -458,8 +507,10 @@ def _line(s: Section) -> Line:
         raise s.error("p2", f"equals p1 {list(p1)!r}: line {name!r} has zero length",
                       "give the line two different end points")
     anchor = s.str("anchor", "center", choices=("center", "bottom_center"))
+    line = Line(name=name, p1=(p1[0], p1[1]), p2=(p2[0], p2[1]), units=units, anchor=anchor,
+                sources=_source_ids(s))
     s.done()
-    return Line(name=name, p1=(p1[0], p1[1]), p2=(p2[0], p2[1]), units=units, anchor=anchor)
+    return line
 
 
 def _rule(s: Section) -> Rule:
@@ -494,7 +545,7 @@ def _rule(s: Section) -> Rule:
                 min_off_s=s.number("min_off_s", 0.0, lo=0.0),
                 priority=s.number("priority", 0, integer=True),
                 update_s=s.number("update_s", 1.0, lo=0.0, lo_open=True),
-                attribute=_attribute(s))
+                attribute=_attribute(s), sources=_source_ids(s))
     if rule.dwell_s > 0 and rule.zone is None:
         raise s.error("dwell_s", f"is set on rule {name!r}, which names no zone",
                       'add zone = "ZONE": dwell is time spent inside a zone')
@@ -504,6 +555,16 @@ def _rule(s: Section) -> Rule:
                       "make the crossing a rule of its own")
     s.done()
     return rule
+
+
+def _source_ids(s: Section) -> tuple[str, ...]:
+    """`sources`: the ids of the sources a zone, line, rule or output applies to; checked
+    against [[sources]] once every source is read (_check_source_ids)."""
+    ids = s.strings("sources", ())
+    if s.has("sources") and not ids:
+        raise s.error("sources", "is empty", "list the ids of the sources it applies to, or "
+                      "remove it (every source)")
+    return ids
 
 
 def _attribute(s: Section) -> tuple[str, str] | None:
@@ -560,23 +621,22 @@ def _output(s: Section, device_id: str) -> OutputConfig:
     kind = s.str("type")
     if kind not in OUTPUT_TYPES:
         raise s.error("type", f"is {kind!r}", "use one of " + ", ".join(map(repr, OUTPUT_TYPES)))
+    sources = _source_ids(s)
     if kind == "serial":
-        cfg = OutputConfig(type=kind, serial=_serial(s))
-        s.done()
-        return cfg
-    if kind == "mqtt":
-        cfg = OutputConfig(type=kind, mqtt=_mqtt(s, device_id))
-        s.done()
-        return cfg
-    path = None
-    if kind == "jsonl":
-        path = s.path("path", must_exist=False, fix='add path = "decisions.jsonl"')
-        if not path.parent.is_dir():
-            raise s.error("path", f"is in {path.parent}, which does not exist", "create the folder")
-        if path.is_dir():
-            raise s.error("path", f"names {path}, which is a folder", "name a file in it")
-    cfg = OutputConfig(type=kind, path=path,
-                       flush_every=s.number("flush_every", 1, lo=1, hi=100000, integer=True))
+        cfg = OutputConfig(type=kind, serial=_serial(s), sources=sources)
+    elif kind == "mqtt":
+        cfg = OutputConfig(type=kind, mqtt=_mqtt(s, device_id), sources=sources)
+    else:
+        path = None
+        if kind == "jsonl":
+            path = s.path("path", must_exist=False, fix='add path = "decisions.jsonl"')
+            if not path.parent.is_dir():
+                raise s.error("path", f"is in {path.parent}, which does not exist",
+                              "create the folder")
+            if path.is_dir():
+                raise s.error("path", f"names {path}, which is a folder", "name a file in it")
+        cfg = OutputConfig(type=kind, path=path, sources=sources,
+                           flush_every=s.number("flush_every", 1, lo=1, hi=100000, integer=True))
     s.done()
     return cfg
 
@@ -795,7 +855,47 @@ def _cross_check(top: Section, zones, lines, rules, model, outputs) -> None:
         raise ConfigError(str(top.file), "outputs", "has stdout twice", "keep one")
 
 
-def _check_serial(fail_safe: FailSafeConfig, rules, outputs, file: str) -> None:
+def _check_source_ids(top: Section, sources, zones, lines, rules, outputs, motion) -> None:
+    """`sources` keys name sources that exist; a rule applies only where its zone or line does
+    (each source's rules are built from what applies to it: Config.for_source)."""
+    ids = [src.id for src in sources]   # empty: [source], whose one source has no id to name
+    for kind, items in (("zones", zones), ("lines", lines), ("rules", rules),
+                        ("outputs", outputs)):
+        for i, item in enumerate(items):
+            key = f"{kind}[{i}].sources"
+            if item.sources and not ids:
+                raise ConfigError(str(top.file), key, "is set, but there is no [[sources]]",
+                                  "use [[sources]] with ids, or remove it")
+            unknown = [x for x in item.sources if x not in ids]
+            if unknown:
+                raise ConfigError(str(top.file), key, f"names {', '.join(map(repr, unknown))}, "
+                                  "which is not the id of a source",
+                                  f"use ids from [[sources]]: {', '.join(ids)}")
+    where = {("zone", z.name): z.sources or ids for z in zones}
+    where.update({("line", ln.name): ln.sources or ids for ln in lines})
+    for i, rule in enumerate(rules):
+        for kind, ref in (("zone", rule.zone), ("line", rule.crosses)):
+            if ref is None:
+                continue
+            theirs = where[(kind, ref)]
+            missing = [x for x in rule.sources or ids if x not in theirs]
+            if missing:
+                said = "" if rule.sources else " (every source, as it sets no sources)"
+                toml = "[" + ", ".join(f'"{x}"' for x in theirs) + "]"
+                raise ConfigError(str(top.file), f"rules[{i}].sources", f"of rule {rule.name!r} "
+                                  f"applies to {', '.join(missing)}{said}, but {kind} {ref!r} "
+                                  f"does not (it applies to {', '.join(theirs)})",
+                                  f"set sources = {toml} on the rule, or add "
+                                  f"{', '.join(missing)} to the {kind}'s sources")
+    if motion.zones_only:   # the motion gate of a source with no rule would count no block
+        for src_id in ids:
+            if not any(not r.sources or src_id in r.sources for r in rules):
+                raise ConfigError(str(top.file), "motion.zones_only", f"is true, but no rule "
+                                  f"applies to source {src_id!r}, so it uses no zones",
+                                  f"give {src_id!r} a rule with a zone, or remove zones_only")
+
+
+def _check_serial(fail_safe: FailSafeConfig, sources, rules, outputs, file: str) -> None:
     """A serial frame carries the action in at most ACTION_MAX bytes, and a port takes one writer."""
     from edgert.publish.serial_frame import ACTION_MAX
 
@@ -809,7 +909,10 @@ def _check_serial(fail_safe: FailSafeConfig, rules, outputs, file: str) -> None:
                               f"outputs[{ports[cfg.port]}] already writes", "give each its own port")
         ports[cfg.port] = i
     actions = [(f"rules[{i}].action", r.action) for i, r in enumerate(rules)]
-    for key, action in actions + [("fail_safe.action", fail_safe.action)]:
+    actions += [("fail_safe.action", fail_safe.action)]
+    actions += [(f"sources[{i}].fail_safe", src.fail_safe) for i, src in enumerate(sources)
+                if src.fail_safe is not None]
+    for key, action in actions:
         size = len(action.encode("utf-8"))
         if size > ACTION_MAX:
             raise ConfigError(file, key, f"is {size} bytes long, but a serial frame "

@@ -7,8 +7,8 @@ ladder) is loaded and warmed up on a thread of its own beside the running one; t
 opens changed outputs beside the running ones (`edgert.publish.swap`). Then, between two
 frames, the rules, the model, the outputs and the fail-safe switch together. Rule state, open
 events and (while the model file and input stay) the tracker carry over. What cannot change
-in a running process (the source, the device id, priorities, the metrics endpoint) is refused
-with a line that says to restart.
+in a running process (the sources, a source's own fail_safe, the device id, priorities, the
+metrics endpoint) is refused with a line that says to restart.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgert.service")
 
-# What a running process cannot take: "restart the service for it".
-RESTART = ("device_id", "source", "runtime.guard_priority", "runtime.loop_priority",
-           "runtime.spin_wait", "runtime.metrics_interval_s", "service")
+# What a running process cannot take: "restart the service for it". Every source is opened
+# once at start: adding, removing or changing one (its own fail_safe too) needs a restart.
+RESTART = ("device_id", "source", "sources", "named_sources", "runtime.guard_priority",
+           "runtime.loop_priority", "runtime.spin_wait", "runtime.metrics_interval_s", "service")
 # What a new model (loaded and warmed beside the old one) takes.
 MODEL = ("model", "runtime.providers", "runtime.intra_op_threads", "runtime.inter_op_threads",
          "runtime.kernels", "runtime.provider_policy", "runtime.provider_options",
@@ -47,6 +48,15 @@ def _get(cfg: Config, key: str) -> Any:
 
 def changed(old: Config, new: Config, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if _get(old, k) != _get(new, k)]
+
+
+def restart_said(keys: list[str], named: bool) -> str:
+    """The keys a reload refuses, as the config spells them: `source` is the first of
+    `sources`, so one of the two is said, and a source's fail_safe is part of its source."""
+    said = {"sources": "[[sources]] (a source's url, settings or fail_safe, or which there are)",
+            "named_sources": "[source] replaced by [[sources]] or back"}
+    drop = "source" if named else "sources"
+    return ", ".join(said.get(k, k) for k in keys if k != drop)
 
 
 class Reloader:
@@ -97,8 +107,9 @@ class _Job:
         self.new = new
         restart = changed(old, new, RESTART)
         if restart:
-            raise EdgertError(f"{new.file}: {', '.join(restart)} changed, which a running "
-                              "process cannot take; restart the service for it")
+            said = restart_said(restart, old.named_sources or new.named_sources)
+            raise EdgertError(f"{new.file}: {said} changed, which a running process cannot "
+                              "take; restart the service for it")
         self.model = changed(old, new, MODEL)
         self.same_model = (old.model.path, old.model.family, old.model.input, old.model.labels) \
             == (new.model.path, new.model.family, new.model.input, new.model.labels)
