@@ -214,3 +214,48 @@ def pooled_classifier(path: Path, shape: tuple[int, int, int, int] = (10, 3, 32,
              helper.make_node("MatMul", ["means", "mix"], ["logits"])]
     return save_model(helper.make_graph(nodes, "pooled", [x], [y],
                                         [numpy_helper.from_array(mix, "mix")]), path)
+
+
+def batched_chain(path: Path, size: int = 256, shared: int = 8, each: int = 2,
+                  hw: tuple[int, int] = (64, 64), pred: np.ndarray | None = None) -> Path:
+    """A detector with a dynamic batch whose run costs `shared` [size×size] MatMuls whatever
+    the batch, plus `each` per frame in it: a + b·k, the shape of a real model's batch cost
+    (weights and launch paid once a run), with a dial for each part. Every frame's output is
+    `pred` (default: one confident box)."""
+    pred = one_box_pred(hw=hw, anchors=64) if pred is None else pred
+    classes, anchors = pred.shape[1] - 4, pred.shape[2]
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, *hw])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 4 + classes, anchors])
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+             numpy_helper.from_array(np.array([0, 1, -1], np.int64), "per_frame"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([size], np.int64), "end"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+             numpy_helper.from_array(np.array([size, 1], np.int64), "tiles"),
+             numpy_helper.from_array(np.array([1, size, 1], np.int64), "tiles3"),
+             numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "column"),
+             numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+             numpy_helper.from_array(pred.astype(np.float32), "base")]
+    for i in range(max(shared, each)):
+        w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+    nodes = [   # the batch's shared part: the first frame's pixels, once a run
+        helper.make_node("Reshape", ["images", "flat"], ["v"]),
+        helper.make_node("Slice", ["v", "start", "end", "axis1"], ["h0"]),
+        helper.make_node("Tile", ["h0", "tiles"], ["s0"]),
+        # each frame's part: [N, size, size], batched MatMuls
+        helper.make_node("Reshape", ["images", "per_frame"], ["pv"]),
+        helper.make_node("Slice", ["pv", "start", "end", "axis2"], ["ph"]),
+        helper.make_node("Tile", ["ph", "tiles3"], ["p0"])]
+    for name, depth in (("s", shared), ("p", each)):
+        for i in range(depth):
+            nodes.append(helper.make_node("MatMul", [f"{name}{i}", f"w{i}"], [f"{name}{i + 1}"]))
+    nodes += [helper.make_node("ReduceMean", [f"s{shared}"], ["sm"], keepdims=0),
+              helper.make_node("ReduceMean", [f"p{each}"], ["pm"], axes=[1, 2], keepdims=0),
+              helper.make_node("Reshape", ["pm", "column"], ["pc"]),
+              helper.make_node("Add", ["pc", "sm"], ["m"]),
+              helper.make_node("Mul", ["m", "zero"], ["z"]),
+              helper.make_node("Add", ["base", "z"], ["output0"])]
+    return save_model(helper.make_graph(nodes, "batched", [x], [y], inits), path)
