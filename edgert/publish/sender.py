@@ -490,7 +490,7 @@ def main(argv: list[str]) -> int:
         sock.sendall(pickle.dumps(("fatal", f"{type(e).__name__}: {e}")))
         return 1
     rt = rt and _realtime(RT_PRIORITY)
-    publisher = Publisher(outputs)
+    publisher = Publisher(outputs, [oc.sources for oc in cfg.outputs])
     herald = Herald(cfg, run_id, publisher, LIVE, board)
     sock.sendall(pickle.dumps(("ready", "realtime" if rt else "normal")))
     code = _Sender(sock, herald, publisher, list(zip(cfg.outputs, outputs)), rt).run()
