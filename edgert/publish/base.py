@@ -35,7 +35,7 @@ class Post:
 
 
 class Output(Protocol):
-    """Also, where an output has them (the publisher looks): `safe_state(reason)`,
+    """Also, where an output has them (the publisher looks): `safe_state(reason, source_id)`,
     `set_state(status)`, `metrics(line)`, `stats()`, `abandon()`, `dead`, `first`."""
 
     name: str
@@ -104,9 +104,11 @@ class Publisher:
         listening, so the run may as well end."""
         return bool(self.outputs) and all(getattr(o, "dead", False) for o in self.outputs)
 
-    def safe_state(self, reason: str) -> None:
-        """Ask every output that has a safe state (serial) to command it."""
-        self._each("safe_state", reason)
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        """Ask the outputs that have a safe state (serial) to command it: with `source_id` (that
+        source was lost), only those routed to it; without, every one."""
+        self._each("safe_state", reason, source_id,
+                   among=self.outputs if source_id is None else self.routed(source_id))
 
     def set_state(self, status: Status) -> None:
         """Tell outputs that report health (MQTT's retained status) how the loop is doing."""
@@ -116,8 +118,8 @@ class Publisher:
         """A metrics record to the outputs that carry metrics (MQTT)."""
         self._each("metrics", line)
 
-    def _each(self, method: str, *args: Any) -> None:
-        for out in self.outputs:
+    def _each(self, method: str, *args: Any, among: Sequence[Output] | None = None) -> None:
+        for out in self.outputs if among is None else among:
             call = getattr(out, method, None)
             if call is None:
                 continue

@@ -61,10 +61,13 @@ class Held(Publisher):
 
     send = publish
 
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        self._each("safe_state", reason, source_id)   # routed when replayed
+
     def stats(self) -> dict[str, Any]:
         return {"held": len(self.calls), "dropped": self.dropped}
 
-    def _each(self, method: str, *args: Any) -> None:
+    def _each(self, method: str, *args: Any, among: Any = None) -> None:
         if len(self.calls) >= HELD_MAX:
             self.calls.pop(0)
             self.dropped += 1
@@ -73,7 +76,7 @@ class Held(Publisher):
     def close(self) -> None: ...
 
     def replay(self, bound: Bound) -> None:
-        """Make the calls again on `bound`, each post routed as there."""
+        """Make the calls again on `bound`, each post and safe state routed as there."""
         target = Publisher([])
         bind(target, bound)
         for method, args in self.calls:
