@@ -26,6 +26,7 @@ from onnx_models import one_box_pred, yolo_constant
 from edgert.config.types import MqttConfig
 from edgert.publish import Post
 from edgert.publish.mqtt import MqttOutput
+from edgert.records import Status
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
                                           if os.path.exists("/usr/sbin/mosquitto") else None)
@@ -219,9 +220,29 @@ def mqtt_cfg(tmp: Path, port: int, **kw) -> MqttConfig:
                       prefix=kw.pop("prefix", "edgert/t/"), **kw)
 
 
-def record(seq: int) -> Post:
-    r = {"run_id": "r", "seq": seq, "status": "ok", "action": "none"}
-    return Post("decision", json.dumps(r).encode(), seq, seq, "ok", "none", time.time())
+def record(seq: int, source: str | None = None, kind: str = "decision") -> Post:
+    r = {"run_id": "r", "seq": seq, "status": "ok", "action": "none", "source_id": source}
+    return Post(kind, json.dumps(r).encode(), seq, seq, "ok" if kind == "decision" else "",
+                "none", time.time(), source_id=source)
+
+
+def by_topic(sub: Subscriber) -> dict[str, list[int | str]]:
+    """What arrived on each topic: a record's seq (first arrival), a status's state."""
+    got: dict[str, list[int | str]] = {}
+    with sub.lock:
+        for topic, payload, _ in sub.messages:
+            p = json.loads(payload)
+            v = p.get("seq", p.get("state", p.get("schema")))
+            if v not in got.setdefault(topic, []):
+                got[topic].append(v)
+    return got
+
+
+SOURCES = [(seq, src, kind) for seq in (1, 2) for src in ("cam1", "cam2", None)
+           for kind in ("decision", "event")]
+SOURCE_TOPICS = {"edgert/t/cam1/decision": [1, 2], "edgert/t/cam1/event": [1, 2],
+                 "edgert/t/cam2/decision": [1, 2], "edgert/t/cam2/event": [1, 2],
+                 "edgert/t/decision": [1, 2], "edgert/t/event": [1, 2]}
 
 
 # The run against a live broker
@@ -386,6 +407,58 @@ def test_dropped_count_reaches_the_status_topic(tmp_path: Path, broker) -> None:
         out.close()
     sub.wait(lambda s: s.got("/status")[-1][0]["state"] == "offline", what="offline status")
     sub.stop()
+
+
+def test_records_of_several_sources_go_to_their_own_topics(tmp_path: Path, broker) -> None:
+    """Decisions and events under `<prefix><source_id>/`; a record of no named source, the
+    status and metrics where they always were."""
+    sub = Subscriber(broker.port, "edgert/t/#")
+    out = MqttOutput.open(mqtt_cfg(tmp_path, broker.port), "mqtt", "t")
+    try:
+        sub.wait(lambda s: bool(s.got("/status")), what="online status")
+        for seq, src, kind in SOURCES:
+            out.send(record(seq, src, kind))
+        out.set_state(Status("degraded", "t", time.time(), {"rung": "light"}))
+        out.metrics(json.dumps({"schema": "edgert.metrics/1"}).encode())
+        sub.wait(lambda s: len(s.messages) >= len(SOURCES) + 3, what="records, status, metrics")
+        assert out.topics("cam1") is out.topics("cam1")   # made once, not per record
+        with pytest.raises(ValueError, match="topic level"):
+            out.send(record(3, "cam/+"))
+    finally:
+        out.close()
+    sub.wait(lambda s: s.got("/status")[-1][0]["state"] == "offline", what="offline status")
+    sub.stop()
+    assert by_topic(sub) == {**SOURCE_TOPICS, "edgert/t/status": ["online", "degraded", "offline"],
+                             "edgert/t/metrics": ["edgert.metrics/1"]}
+
+
+def test_records_of_several_sources_queued_in_an_outage_reach_their_topics(tmp_path: Path,
+                                                                            broker) -> None:
+    """The queue keeps each row's topic: after the reconnect the backlog goes where each
+    record was meant to go."""
+    proxy = FreezableProxy(broker.port)
+    sub = Subscriber(broker.port, "edgert/t/#")   # straight to the broker: it never misses
+    out = MqttOutput.open(mqtt_cfg(tmp_path, proxy.port, reconnect_min_s=0.1,
+                                   reconnect_max_s=0.5), "mqtt", "t")
+    try:
+        sub.wait(lambda s: bool(s.got("/status")), what="online status")
+        proxy.cut()
+        end = time.monotonic() + 10
+        while out.stats()["connected"]:
+            assert time.monotonic() < end, "the cut went unnoticed"
+            time.sleep(0.01)
+        for seq, src, kind in SOURCES:
+            out.send(record(seq, src, kind))
+        assert out.stats()["queued"] == len(SOURCES)
+        proxy.resume()
+        sub.wait(lambda s: all(by_topic(s).get(t) == v for t, v in SOURCE_TOPICS.items()),
+                 what="every queued record on its topic")
+    finally:
+        out.close()
+        sub.stop()
+        proxy.close()
+    assert {t: v for t, v in by_topic(sub).items() if t in SOURCE_TOPICS} == SOURCE_TOPICS
+    assert set(by_topic(sub)) == set(SOURCE_TOPICS) | {"edgert/t/status"}
 
 
 def test_send_never_blocks_with_the_broker_down(tmp_path: Path) -> None:
@@ -563,13 +636,16 @@ def test_password_is_never_logged(tmp_path: Path, model, broker) -> None:
 class FreezableProxy:
     """TCP relay to the broker; `freeze()` stops relaying the open connections without closing
     them (a half-open link: a dead NAT entry, a pulled cable beyond the switch); new
-    connections are relayed again."""
+    connections are relayed again. `cut()` closes them and turns new ones away (the broker
+    unreachable, while it and its subscribers stay up) until `resume()`."""
 
     def __init__(self, target: int) -> None:
         self.target, self.frozen = target, []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.generation = 0
+        self.cut_off = False
+        self.open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -578,7 +654,11 @@ class FreezableProxy:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            if self.cut_off:
+                conn.close()
+                continue
             up = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [conn, up]
             gen = self.generation
             for a, b in ((conn, up), (up, conn)):
                 threading.Thread(target=self._pump, args=(a, b, gen), daemon=True).start()
@@ -601,6 +681,18 @@ class FreezableProxy:
 
     def freeze(self) -> None:
         self.generation += 1
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for s in self.open:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open.clear()
+
+    def resume(self) -> None:
+        self.cut_off = False
 
     def close(self) -> None:
         self.listener.close()

@@ -92,3 +92,52 @@ def test_the_serial_error_is_the_config_error_the_start_would_give(tmp_path: Pat
         assert "outputs[0]" in str(e)
     else:
         raise AssertionError("a missing port with on_missing = fail opened")
+
+
+def routed(path: Path, *ids: str, flush_every: int = 1) -> OutputConfig:
+    return dataclasses.replace(jsonl(path, flush_every), sources=ids)
+
+
+def sources_in(path: Path) -> list[tuple[str | None, int]]:
+    return [(r["source_id"], r["seq"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_routes_hold_through_a_swap_and_its_held_posts(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    old = config(tmp_path, routed(a, "a"), jsonl(b))
+    # a's output is replaced (its posts held meanwhile) and stays routed to a; c is new, for b.
+    new = config(tmp_path, routed(a, "a", flush_every=2), jsonl(b), routed(c, "b"))
+    outs = make_outputs(old)
+    pub = Publisher(outs, [oc.sources for oc in old.outputs])
+    pub.publish(post(1, size=1, source="a"))
+    pub.publish(post(2, size=1, source="b"))
+    swap = OutputSwap(list(zip(old.outputs, outs)), old, new, pub, make_output)
+    pub.publish(post(3, size=1, source="b"))   # held for a's successor, which must drop it
+    pub.publish(post(4, size=1, source="a"))
+    assert swap.done.wait(30) and swap.error is None
+    swap.commit()
+    pub.publish(post(5, size=1, source="b"))
+    pub.publish(post(6, size=1, source="a"))
+    pub.close()
+    assert sources_in(a) == [("a", 1), ("a", 4), ("a", 6)]
+    assert sources_in(b) == [("a", 1), ("b", 2), ("b", 3), ("a", 4), ("b", 5), ("a", 6)]
+    assert sources_in(c) == [("b", 5)]
+
+
+def test_a_rejected_swap_gives_the_reopened_output_its_route_back(tmp_path: Path) -> None:
+    a = tmp_path / "a.jsonl"
+    old = config(tmp_path, routed(a, "a"))
+    missing = OutputConfig("serial", serial=SerialConfig("/dev/ttyEDGERT-none", on_missing="fail"))
+    new = config(tmp_path, routed(a, "a", flush_every=5), missing)
+    outs = make_outputs(old)
+    pub = Publisher(outs, [oc.sources for oc in old.outputs])
+    swap = OutputSwap(list(zip(old.outputs, outs)), old, new, pub, make_output)
+    pub.publish(post(1, size=1, source="b"))   # held, then dropped by the reopened a's route
+    pub.publish(post(2, size=1, source="a"))
+    assert pub.stats()["held"] == {"failures": 0, "held": 2, "dropped": 0}   # metrics meanwhile
+    assert swap.done.wait(30) and swap.error is not None
+    swap.restore()
+    pub.publish(post(3, size=1, source="b"))
+    pub.publish(post(4, size=1, source="a"))
+    pub.close()
+    assert sources_in(a) == [("a", 2), ("a", 4)]

@@ -18,15 +18,17 @@ import pytest
 from conftest import DEMO_CONFIG, REPO
 
 from edgert.clock import ManualClock
-from edgert.publish import Post
+from edgert.publish import Post, Publisher
 from edgert.publish.lines import LineWriter, jsonl_output
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
 
-def post(seq: int, size: int = 200, status: str = "ok", not_after: float = float("inf")) -> Post:
-    line = json.dumps({"seq": seq, "pad": "x" * size}).encode()
-    return Post("decision", line, seq, seq, status, "none", time.time(), not_after)
+def post(seq: int, size: int = 200, status: str = "ok", not_after: float = float("inf"),
+         source: str | None = None, kind: str = "decision") -> Post:
+    line = json.dumps({"seq": seq, "pad": "x" * size, "source_id": source, "kind": kind}).encode()
+    return Post(kind, line, seq, seq, status if kind == "decision" else "", "none", time.time(),
+                not_after, source)
 
 
 def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
@@ -212,3 +214,34 @@ def test_a_full_disk_under_jsonl_holds_up_neither_stdout_nor_the_deadline(tmp_pa
     warned = [ln for ln in obs.stderr.splitlines()
               if ln.startswith("edgert: WARNING") and "File too large" in ln]
     assert len(warned) == 1, warned   # reported once per streak, not once per record
+
+
+# Routing: several sources, each output carrying the sources its `sources` names
+
+
+def lines_of(path: Path) -> list[tuple[str | None, str, int]]:
+    return [(r["source_id"], r["kind"], r["seq"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_an_output_routed_to_a_source_gets_only_its_decisions_and_events(tmp_path: Path) -> None:
+    only_a, every = jsonl_output(tmp_path / "a.jsonl"), jsonl_output(tmp_path / "all.jsonl")
+    pub = Publisher([only_a, every], [("a",), ()])
+    sent = [(src, kind, seq) for seq in range(1, 4) for src in ("a", "b") for kind in
+            ("decision", "event")]
+    for src, kind, seq in sent:
+        pub.publish(post(seq, size=10, source=src, kind=kind))
+    pub.publish(post(9, size=10))   # a record of no named source: only unrouted outputs
+    pub.close()
+    assert lines_of(tmp_path / "a.jsonl") == [r for r in sent if r[0] == "a"]
+    assert lines_of(tmp_path / "all.jsonl") == sent + [(None, "decision", 9)]
+    assert pub.failures == {only_a.name: 0, every.name: 0}
+
+
+def test_without_routes_a_post_reaches_every_output_unlooked_at(tmp_path: Path) -> None:
+    outs = [jsonl_output(tmp_path / "x.jsonl")]
+    for routes in ((), [()]):   # none given, or all empty: the source is never looked at
+        pub = Publisher(outs, routes)
+        assert pub.routed("a") is pub.outputs and pub.routed(None) is pub.outputs
+    with pytest.raises(ValueError, match="1 routes for 2 outputs"):
+        Publisher(outs * 2, [("a",)])
+    outs[0].close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import pty
@@ -23,12 +24,15 @@ import pytest
 from conftest import REPO, edgert, write_config
 from onnx_models import matmul_chain, one_box_pred, yolo_constant
 
+from edgert.config import load_config
 from edgert.config.types import SerialConfig
 from edgert.publish import Post, Publisher
 from edgert.publish.lines import stdout_output
+from edgert.publish.sender import SenderProcess
 from edgert.publish.serial import SerialOutput
 from edgert.publish.serial_frame import (ACK, DECISION, FLAG_ACK, HEARTBEAT, SAFE_STATE,
                                          Deframer, SerialFrame, crc16, encode)
+from edgert.records import Event
 
 DECODER = REPO / "tools" / "serial_decode.py"
 needs_socat = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
@@ -633,6 +637,69 @@ def test_publisher_safe_state_reaches_serial_outputs_once_per_outage(pty_pair, c
     assert publisher.failures == {"stdout": 0, "serial:test": 0}
     assert publisher.stats()["serial:test"]["sent"]["safe_state"] == 3
     assert len(capfd.readouterr().out.splitlines()) == 2   # stdout has no safe state
+
+
+def sourced(seq: int, source: str, status: str = "ok") -> Post:
+    line = json.dumps({"seq": seq, "status": status, "source_id": source}).encode()
+    return Post("decision", line, seq, seq - 1, status, "reject", time.time(), source_id=source)
+
+
+def test_an_output_routed_to_one_source_has_that_sources_streak_and_safe_states() -> None:
+    """Three actuators: one for camera a, one for b, one for both. Each counts the misses of
+    the records it is given, and a lost camera sends only its own actuators safe."""
+    ptys = [pty.openpty() for _ in range(3)]
+    try:
+        wires = [Wire(master) for master, _ in ptys]
+        outs = [SerialOutput.open(serial_cfg(os.ttyname(slave), heartbeat_ms=5000, miss_streak=3),
+                                  f"serial:{name}", "halt")
+                for (_, slave), name in zip(ptys, ("a", "b", "both"))]
+        publisher = Publisher(outs, [("a",), ("b",), ()])
+        publisher.publish(sourced(1, "a"))
+        for seq, src in enumerate(["b", "a", "b", "a", "b"], start=2):
+            publisher.publish(sourced(seq, src, "fail_safe"))
+        publisher.safe_state("source_lost", "a")
+        publisher.close()
+        got = []
+        for wire in wires:
+            frames = wire.wait_for(lambda fs: any(f is not None and f.type == SAFE_STATE
+                                                  and f.status == 1 for f in fs),
+                                   what="the shutdown frame")
+            got.append([(chr(f.type), f.seq, f.status) for f in frames
+                        if f is not None and f.type != HEARTBEAT])
+    finally:
+        Wire.stop_all()
+        for fd in (fd for pair in ptys for fd in pair):
+            os.close(fd)
+    # decision status 0 ok, 1 fail_safe; safe_state reason 1 shutdown, 2 misses, 3 source_lost
+    assert got[0] == [("D", 1, 0), ("D", 3, 1), ("D", 5, 1), ("S", 5, 3), ("S", 5, 1)]
+    assert got[1] == [("D", 2, 1), ("D", 4, 1), ("D", 6, 1), ("S", 6, 2), ("S", 6, 1)]
+    assert got[2] == [("D", 1, 0), ("D", 2, 1), ("D", 3, 1), ("D", 4, 1), ("S", 4, 2),
+                      ("D", 5, 1), ("D", 6, 1), ("S", 6, 3), ("S", 6, 1)]
+
+
+def test_a_sources_safe_state_crosses_the_sender_process_to_its_outputs_only(
+        tmp_path: Path, model, pty_pair) -> None:
+    master, port = pty_pair
+    wire = Wire(master)
+    cfg = load_config(config(tmp_path, port))
+    jsonl_out, serial_out = cfg.outputs
+    cfg = dataclasses.replace(cfg, outputs=(dataclasses.replace(jsonl_out, sources=("b",)),
+                                            dataclasses.replace(serial_out, sources=("a",))))
+    sender = SenderProcess.spawn(cfg, "run1", realtime=False)
+    sender.wait_ready()
+    sender.safe_state("source_lost", "b")   # not the actuator's camera: nothing on the line
+    for seq, src in enumerate(["a", "b"], start=1):
+        sender.event(Event("serial-test", "run1", seq, "r", "new", f"e{seq}", 0, time.time(),
+                           source_id=src))
+    sender.safe_state("source_lost", "a")
+    sender.safe_state("source_lost")       # every output; a repeat for the latched actuator
+    sender.close()
+    frames = wire.wait_for(lambda fs: sum(f is not None and f.type == SAFE_STATE
+                                          for f in fs) >= 2, what="two safe_state frames")
+    assert [(f.type, f.status) for f in frames if f is not None and f.type != HEARTBEAT] == \
+           [(SAFE_STATE, 3), (SAFE_STATE, 1)]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert [(e["source_id"], e["seq"]) for e in map(json.loads, lines)] == [("b", 2)]
 
 
 def test_loop_url_runs_without_a_reader() -> None:

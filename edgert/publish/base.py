@@ -35,6 +35,9 @@ class Post:
 
 
 class Output(Protocol):
+    """Also, where an output has them (the publisher looks): `safe_state(reason, source_id)`,
+    `set_state(status)`, `metrics(line)`, `stats()`, `abandon()`, `dead`, `first`."""
+
     name: str
 
     def send(self, post: Post) -> None:
@@ -45,23 +48,46 @@ class Output(Protocol):
         """Deliver what is queued within the output's own time limit, then release it."""
 
 
-class Publisher:
-    """Hands each post to every output; counts what an output refused."""
+Route = tuple[str, ...]   # the source ids whose posts an output carries; empty: every source
 
-    def __init__(self, outputs: Sequence[Output]) -> None:
+
+class Publisher:
+    """Hands each post to the outputs routed to its source; counts what an output refused."""
+
+    def __init__(self, outputs: Sequence[Output], routes: Sequence[Route] = ()) -> None:
+        self.failures: dict[str, int] = {}
+        self.replace(outputs, routes)
+
+    def replace(self, outputs: Sequence[Output], routes: Sequence[Route] = ()) -> None:
+        """A new set of outputs (a reload's, see `swap`), each with its route (`routes`, in
+        the same order; none given: every output carries every source). Counts of outputs
+        that stay carry on."""
+        if routes and len(routes) != len(outputs):
+            raise ValueError(f"{len(routes)} routes for {len(outputs)} outputs")
         # An output that makes a post durable (MQTT's disk queue) gets it before the others:
         # whatever any output published, a crash cannot take from the queue.
-        self.outputs = sorted(outputs, key=lambda o: not getattr(o, "first", False))
-        self.failures = {o.name: 0 for o in self.outputs}
-
-    def replace(self, outputs: Sequence[Output]) -> None:
-        """A reload's new set of outputs (see `swap`); counts of those that stay carry on."""
-        self.outputs = sorted(outputs, key=lambda o: not getattr(o, "first", False))
+        pairs = sorted(zip(outputs, routes or [()] * len(outputs)),
+                       key=lambda p: not getattr(p[0], "first", False))
+        self.outputs = [o for o, _ in pairs]
+        # None unless some output is routed: then a post's source is never looked at.
+        self._routes = [frozenset(r) for _, r in pairs] if any(r for _, r in pairs) else None
+        self._routed: dict[str | None, list[Output]] = {}   # per source id, made on first use
         for o in self.outputs:
             self.failures.setdefault(o.name, 0)
 
+    def routed(self, source_id: str | None) -> list[Output]:
+        """The outputs that carry the posts of `source_id` (None: a run without [[sources]],
+        which only unrouted outputs carry)."""
+        if self._routes is None:
+            return self.outputs
+        outs = self._routed.get(source_id)
+        if outs is None:
+            outs = self._routed[source_id] = [
+                o for o, r in zip(self.outputs, self._routes) if not r or source_id in r]
+        return outs
+
     def publish(self, post: Post) -> None:
-        for out in self.outputs:
+        for out in self.outputs if self._routes is None else self.routed(post.source_id):
             try:
                 out.send(post)
             except (OSError, ValueError) as e:
@@ -78,9 +104,11 @@ class Publisher:
         listening, so the run may as well end."""
         return bool(self.outputs) and all(getattr(o, "dead", False) for o in self.outputs)
 
-    def safe_state(self, reason: str) -> None:
-        """Ask every output that has a safe state (serial) to command it."""
-        self._each("safe_state", reason)
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        """Ask the outputs that have a safe state (serial) to command it: with `source_id` (that
+        source was lost), only those routed to it; without, every one."""
+        self._each("safe_state", reason, source_id,
+                   among=self.outputs if source_id is None else self.routed(source_id))
 
     def set_state(self, status: Status) -> None:
         """Tell outputs that report health (MQTT's retained status) how the loop is doing."""
@@ -90,8 +118,8 @@ class Publisher:
         """A metrics record to the outputs that carry metrics (MQTT)."""
         self._each("metrics", line)
 
-    def _each(self, method: str, *args: Any) -> None:
-        for out in self.outputs:
+    def _each(self, method: str, *args: Any, among: Sequence[Output] | None = None) -> None:
+        for out in self.outputs if among is None else among:
             call = getattr(out, method, None)
             if call is None:
                 continue

@@ -101,7 +101,8 @@ def _why(e: Exception) -> str:
 
 
 class MqttOutput:
-    """Records on `<prefix>decision` and `<prefix>event`; `<prefix>status` online/offline."""
+    """Records on `<prefix>decision` and `<prefix>event` (a source's: `<prefix><source_id>/…`);
+    `<prefix>status` online/offline."""
 
     first = True   # the Publisher gives it each post before any other output (durable first)
 
@@ -109,7 +110,10 @@ class MqttOutput:
                  store: Store) -> None:
         self.cfg, self.name, self.device_id, self.client = cfg, name, device_id, client
         self.forwarder = Forwarder(name, cfg, client, store, self._tick)
-        self._decision, self._event = cfg.prefix + "decision", cfg.prefix + "event"
+        # (decision, event) topics per source id, each made once: None is a run without
+        # [[sources]]. The queue keeps each row's topic, so a backlog goes where it was meant.
+        self._topics: dict[str | None, tuple[str, str]] = {
+            None: (cfg.prefix + "decision", cfg.prefix + "event")}
         self._status, self._metrics = cfg.prefix + "status", cfg.prefix + "metrics"
         self._state = "online"      # or "degraded", as the loop says (set_state)
         self._state_detail: dict[str, Any] = {}
@@ -152,10 +156,23 @@ class MqttOutput:
         return out
 
     def send(self, post: Post) -> None:
+        decision, event = self._topics.get(post.source_id) or self.topics(post.source_id)
         if post.kind == "decision":
-            self.forwarder.put(self._decision, post.line, self.cfg.decision_qos, post.captured_at)
+            self.forwarder.put(decision, post.line, self.cfg.decision_qos, post.captured_at)
         else:
-            self.forwarder.put(self._event, post.line, self.cfg.event_qos, post.captured_at)
+            self.forwarder.put(event, post.line, self.cfg.event_qos, post.captured_at)
+
+    def topics(self, source_id: str | None) -> tuple[str, str]:
+        """The decision and event topics of `source_id`'s records, made on its first record.
+        Raises ValueError for an id no topic can carry (the config's mistake)."""
+        got = self._topics.get(source_id)
+        if got is not None:
+            return got
+        if not source_id or any(c in source_id for c in "+#/\0"):
+            raise ValueError(f"source id {source_id!r} cannot be an MQTT topic level")
+        base = f"{self.cfg.prefix}{source_id}/"
+        got = self._topics[source_id] = (base + "decision", base + "event")
+        return got
 
     def close(self) -> None:
         """Deliver the queue for up to close_timeout_s (the rest stays on disk for the next run),

@@ -73,7 +73,8 @@ class HeraldPort(Protocol):
     def event(self, event: Event) -> None:
         """A rule's event (new / update / end), published in order with the decisions."""
 
-    def safe_state(self, reason: str) -> None: ...
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        """The outputs routed to `source_id` (None: every output) command their safe state."""
 
     def set_state(self, status: Status) -> None: ...
 
@@ -131,8 +132,8 @@ class LocalHerald:
     def event(self, event: Event) -> None:
         self.publisher.publish(event_post(event))
 
-    def safe_state(self, reason: str) -> None:
-        self.publisher.safe_state(reason)
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        self.publisher.safe_state(reason, source_id)
 
     def set_state(self, status: Status) -> None:
         self.publisher.set_state(status)
@@ -255,8 +256,8 @@ class SenderProcess:
     def event(self, event: Event) -> None:
         self._send(("event", event))
 
-    def safe_state(self, reason: str) -> None:
-        self._send(("safe", reason))
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        self._send(("safe", reason, source_id))
 
     def set_state(self, status: Status) -> None:
         self._send(("state", status))
@@ -392,7 +393,7 @@ class _Sender:
         elif kind == "event":
             self.publisher.publish(event_post(msg[1]))
         elif kind == "safe":
-            self.publisher.safe_state(msg[1])
+            self.publisher.safe_state(*msg[1:])
         elif kind == "state":
             self.publisher.set_state(msg[1])
         elif kind == "metrics":
@@ -508,7 +509,7 @@ def main(argv: list[str]) -> int:
         sock.sendall(pickle.dumps(("fatal", f"{type(e).__name__}: {e}")))
         return 1
     rt = rt and _realtime(RT_PRIORITY)
-    publisher = Publisher(outputs)
+    publisher = Publisher(outputs, [oc.sources for oc in cfg.outputs])
     herald = Herald(cfg, run_id, publisher, LIVE, board)
     sock.sendall(pickle.dumps(("ready", "realtime" if rt else "normal")))
     code = _Sender(sock, herald, publisher, list(zip(cfg.outputs, outputs)), rt).run()

@@ -105,9 +105,10 @@ class SerialOutput:
                                   post.action, post.frame_id, round(post.captured_at * 1e3),
                                   self._flags))
 
-    def safe_state(self, reason: str) -> None:
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
         """Tell the actuator to go to its safe state (`reason`: source_lost, …). A repeat with
-        no `ok` decision in between sends nothing: heartbeats keep repeating the state."""
+        no `ok` decision in between sends nothing: heartbeats keep repeating the state. The
+        publisher asks only outputs routed to `source_id`, so the frame does not name it."""
         with self._lock:
             if self._latched != REASON_CODES.get(reason, REASON_CODES["other"]):
                 self.link.put(self._safe_frame(reason))

@@ -26,6 +26,14 @@ log = logging.getLogger("edgert.publish")
 HELD_MAX = 10_000   # posts held for an output being replaced; beyond, the oldest are dropped
 
 
+Bound = list[tuple[OutputConfig, Output]]   # each output with the config it came from
+
+
+def bind(publisher: Publisher, bound: Bound) -> None:
+    """Publish to these outputs, each routed as its config says."""
+    publisher.replace([out for _, out in bound], [oc.sources for oc, _ in bound])
+
+
 def resource(oc: OutputConfig) -> tuple:
     """What two outputs cannot both hold: a serial port, an MQTT queue file, a jsonl file."""
     if oc.type == "serial" and oc.serial is not None:
@@ -53,7 +61,13 @@ class Held(Publisher):
 
     send = publish
 
-    def _each(self, method: str, *args: Any) -> None:
+    def safe_state(self, reason: str, source_id: str | None = None) -> None:
+        self._each("safe_state", reason, source_id)   # routed when replayed
+
+    def stats(self) -> dict[str, Any]:
+        return {"held": len(self.calls), "dropped": self.dropped}
+
+    def _each(self, method: str, *args: Any, among: Any = None) -> None:
         if len(self.calls) >= HELD_MAX:
             self.calls.pop(0)
             self.dropped += 1
@@ -61,8 +75,10 @@ class Held(Publisher):
 
     def close(self) -> None: ...
 
-    def replay(self, outputs: list[Output]) -> None:
-        target = Publisher(outputs)
+    def replay(self, bound: Bound) -> None:
+        """Make the calls again on `bound`, each post and safe state routed as there."""
+        target = Publisher([])
+        bind(target, bound)
         for method, args in self.calls:
             getattr(target, method)(*args)
         if self.dropped:
@@ -74,14 +90,14 @@ class Held(Publisher):
 class OutputSwap:
     """One reload's outputs: prepared on a thread, then committed or aborted by the caller."""
 
-    def __init__(self, bound: list[tuple[OutputConfig, Output]], old: Config, new: Config,
+    def __init__(self, bound: Bound, old: Config, new: Config,
                  publisher: Publisher, opener: Callable[[Config, int], Output],
                  on_thread: Callable[[], None] = lambda: None) -> None:
         self.publisher, self.opener, self.old, self.new = publisher, opener, old, new
         self._on_thread = on_thread
         wanted = list(new.outputs)
-        self.kept: list[tuple[OutputConfig, Output]] = []
-        self.gone: list[tuple[OutputConfig, Output]] = []
+        self.kept: Bound = []
+        self.gone: Bound = []
         for oc, out in bound:
             if oc in wanted:
                 wanted.remove(oc)
@@ -93,14 +109,15 @@ class OutputSwap:
         # Replaced: closed before their successors open; the publisher holds their posts.
         self.replaced = [(oc, out) for oc, out in self.gone if resource(oc) in taken]
         self.held = Held()
-        self.opened: list[tuple[OutputConfig, Output]] = []
-        self.reopened: list[tuple[OutputConfig, Output]] = []
+        self.opened: Bound = []
+        self.reopened: Bound = []
         self.error: str | None = None
         self.done = threading.Event()
         self.reported = False   # the dispatching thread has told the loop
-        if self.replaced:
-            publisher.outputs = [o for o in publisher.outputs
-                                 if all(o is not out for _, out in self.replaced)] + [self.held]
+        if self.replaced:   # the held posts are routed when replayed to the successors
+            stay = [p for p in bound if p not in self.replaced]
+            publisher.replace([out for _, out in stay] + [self.held],
+                              [oc.sources for oc, _ in stay] + [()])
         threading.Thread(target=self._prepare, name="edgert-swap", daemon=True).start()
 
     def _prepare(self) -> None:
@@ -121,7 +138,7 @@ class OutputSwap:
             self.reopened = self._reopen()
         self.done.set()
 
-    def _reopen(self) -> list[tuple[OutputConfig, Output]]:
+    def _reopen(self) -> Bound:
         """The new config failed: the outputs closed for it come back as they were."""
         back = []
         for oc, _ in self.replaced:
@@ -132,27 +149,27 @@ class OutputSwap:
                 log.error("output %d could not be reopened after a rejected reload: %s", i, e)
         return back
 
-    def commit(self) -> list[tuple[OutputConfig, Output]]:
+    def commit(self) -> Bound:
         """On the dispatching thread, after `done` without error: publish to the new set;
         returns the outputs now bound. Those that went are closed on a thread (closing may
         deliver a queue)."""
         assert self.error is None and self.done.is_set()
         taken = {resource(oc) for oc, _ in self.replaced}   # new outputs start at the commit
-        self.held.replay([out for oc, out in self.opened if resource(oc) in taken])
+        self.held.replay([(oc, out) for oc, out in self.opened if resource(oc) in taken])
         bound = sorted(self.kept + self.opened, key=lambda p: list(self.new.outputs).index(p[0]))
-        self.publisher.replace([out for _, out in bound])
+        bind(self.publisher, bound)
         rest = [out for oc, out in self.gone if all(out is not o for _, o in self.replaced)]
         if rest:
             threading.Thread(target=lambda: [_close(o) for o in rest], name="edgert-close",
                              daemon=True).start()
         return bound
 
-    def restore(self) -> list[tuple[OutputConfig, Output]]:
+    def restore(self) -> Bound:
         """After `done` with an error: back to the old set, the replaced outputs reopened."""
         assert self.error is not None and self.done.is_set()
-        self.held.replay([out for _, out in self.reopened])
+        self.held.replay(self.reopened)
         bound = self.kept + [p for p in self.gone if p not in self.replaced] + self.reopened
-        self.publisher.replace([out for _, out in bound])
+        bind(self.publisher, bound)
         return bound
 
 
