@@ -286,19 +286,19 @@ class Pipeline:
             return self.costs.expected("infer")
         return self.costs.expected(f"infer@{k}") or self.batch_seed.get(k, INF)
 
-    def batch_fits(self, tickets: list[Ticket], now: float) -> bool:
-        """Whether one run for all of `tickets` (in deadline order) is expected to leave each
-        its own decode, rules and record before its own deadline — so the batch costs no frame
-        the single path would have kept: the first frame is the one that waits longest for
-        the others, the last waits for everyone's decode."""
+    def batch_fits(self, deadlines: list[float], now: float) -> bool:
+        """Whether one run for frames with these `deadlines` (in order) is expected to leave
+        each its own decode, rules and record before its own deadline — so the batch costs no
+        frame the single path would have kept: the first frame is the one that waits longest
+        for the others, the last waits for everyone's decode."""
         costs = self.costs
-        k = len(tickets)
+        k = len(deadlines)
         each = sum(costs.expected(s) for s in ("postprocess", "decide", "publish")) \
             + SEND_MARGIN_S
         done = now + k * costs.expected("preprocess") + self.batch_cost(k)
-        for t in tickets:
+        for at in deadlines:
             done += each
-            if done > t.deadline.at:
+            if done > at:
                 return False
         return True
 

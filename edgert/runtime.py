@@ -405,10 +405,10 @@ class Runtime:
                 break
         return firsts
 
-    def start(self, stop: threading.Event) -> Frame | None:
-        """Open the sources and warm up on their first frames; returns the first source's first
-        frame when it is still worth deciding (read on demand: it is as fresh as any), else
-        None."""
+    def start(self, stop: threading.Event) -> list[Frame]:
+        """Open the sources and warm up on their first frames; returns those still worth
+        deciding (read on demand: as fresh as any), in source order. A grabbed frame is stale
+        by now: frames from before ready are not decided."""
         for i, source in enumerate(self.sources):
             try:
                 source.start()
@@ -430,9 +430,9 @@ class Runtime:
         if self.arm_on_arrival:   # from here every frame handed over is owed a record
             for source in self.sources:
                 source.watch(self._arrive, self._dropped)   # type: ignore[attr-defined]
-        if first is not None and getattr(self.source, "on_demand", False):
-            return dataclasses.replace(first, arrival_s=self._ready_at)
-        return None   # a grabbed frame is stale by now; frames from before ready are not decided
+        return [dataclasses.replace(firsts[sid], arrival_s=self._ready_at)
+                for sid, source in zip(self.mux.ids, self.sources)
+                if sid in firsts and getattr(source, "on_demand", False)]
 
     def _rewarm(self, frame: Frame) -> bool:
         """The first frame of a source that gave none before ready (the camera came late): its
@@ -465,11 +465,7 @@ class Runtime:
             if self.watch is not None and len(self.sources) == 1:
                 self.watch.on_idle(state)
             if state == "reopening":
-                rid = self.scenes[sid].record_id
-                if rid is None:
-                    self.herald.safe_state("source_lost")
-                else:
-                    self.herald.safe_state("source_lost", rid)   # type: ignore[call-arg]
+                self.herald.safe_state("source_lost", self.scenes[sid].record_id)
 
     def _next(self, frame: Frame) -> None:
         """Decide `frame`, alone or with frames of other sources in one run."""
@@ -536,6 +532,7 @@ class Runtime:
         every = self.cfg.runtime.metrics_interval_s
         next_metrics = started + every if every > 0 else float("inf")
         next_look = started
+        first = None
         try:
             while not stop.is_set() and clock.now() < end:
                 now = clock.now()
@@ -550,7 +547,7 @@ class Runtime:
                 if len(self.sources) > 1 and now >= next_look:
                     self._watch_sources()   # one may stall while the others run
                     next_look = now + 0.1
-                frame, pending = pending, None
+                frame = first = pending.pop(0) if pending else None
                 if frame is None:
                     frame = self.mux.next(min(0.1, max(0.0, end - clock.now())))
                 if frame is None:
@@ -563,7 +560,12 @@ class Runtime:
                     continue   # grabbed while warming up: older than the promise
                 if self.arm_on_arrival and not frame.uid:
                     continue   # handed over before the run was armed: never owed a record
-                self._next(frame)
+                if frame is first:
+                    # Warm-up's frames, each still in its source's buffer: taking another
+                    # frame of that source into a batch would recycle it.
+                    self.step(frame)
+                else:
+                    self._next(frame)
         finally:
             self.notifier.send("STOPPING=1")
             self.summary.seconds = clock.now() - started

@@ -59,9 +59,9 @@ class GrabberSource:
     def read(self, timeout: float) -> Frame | None:
         return self._mailbox.take(timeout)
 
-    def peek(self) -> Frame | None:
-        """The frame `read` would return now, without taking it (several sources: the loop
-        takes the one whose deadline comes first)."""
+    def peek(self) -> tuple[Frame, float] | None:
+        """The frame `read` would return now, without taking it, and since when the source
+        has had one waiting (several sources: see edgert.source.mux)."""
         return self._mailbox.peek()
 
     def watch(self, arrive: Callable[[Frame], Frame] | None,

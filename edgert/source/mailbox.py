@@ -43,6 +43,7 @@ class Mailbox:
         self._index = 0
         self._exhausted = False
         self._closed = False
+        self._since = float("inf")   # arrival of the oldest frame handed over since the last take
         self._arrive: Callable[[Frame], Frame] | None = None
         self._drop: Callable[[Frame], None] | None = None
         self.bell: threading.Condition | None = None
@@ -91,6 +92,7 @@ class Mailbox:
                 if self._drop is not None:
                     self._drop(replaced)
             self._queue.append((slot, frame))
+            self._since = min(self._since, frame.arrival_s)
             self._cond.notify_all()
         self._tally.count(frames=1, dropped=dropped)
         self._ring_bell()
@@ -124,12 +126,15 @@ class Mailbox:
                 self._cond.wait(remaining)
             slot, frame = self._queue.popleft()
             self._held = slot
+            self._since = self._queue[0][1].arrival_s if self._queue else float("inf")
             return frame
 
-    def peek(self) -> Frame | None:
-        """The frame `take` would return now, left where it is."""
+    def peek(self) -> tuple[Frame, float] | None:
+        """The frame `take` would return now, left where it is, and since when this source
+        has had a frame waiting (in `latest` mode, replaced ones count: a camera whose frames
+        keep being replaced while it waits has waited since the first)."""
         with self._cond:
-            return self._queue[0][1] if self._queue else None
+            return (self._queue[0][1], self._since) if self._queue else None
 
     def close(self) -> None:
         with self._cond:

@@ -14,8 +14,13 @@ class Mux:
     """The loop's view of its sources. One source is read as it is (a source read on demand
     decodes on the loop's thread). Several are grabbed on threads of their own, each into its
     mailbox; they ring one bell, so the loop sleeps until any has a frame, and a source that
-    stalls or reopens holds up no other. Every source has the same budget, so the earliest
-    deadline is the earliest arrival."""
+    stalls or reopens holds up no other.
+
+    Every source has the same budget, so deadline order is arrival order — with one change:
+    a source whose waiting frame was replaced by a newer one (`latest` mode) keeps the place
+    of the first. Ordered by its newest frame alone, a camera whose frames come just after
+    the others' would be passed over again and again on a loop that cannot keep up with all
+    of them (measured: four cameras, one lost 192 of 243 frames, another 1)."""
 
     def __init__(self, sources: Sequence[FrameSource], ids: Sequence[str], clock: Clock) -> None:
         self.sources, self.ids, self._clock = list(sources), list(ids), clock
@@ -47,10 +52,10 @@ class Mux:
 
     def heads(self, exclude: str | None = None) -> list[Frame]:
         """The frame each source would give now (but `exclude`'s), earliest deadline first."""
-        heads = [f for s, i in zip(self.sources, self.ids)
-                 if i != exclude and (f := s.peek()) is not None]   # type: ignore[attr-defined]
-        heads.sort(key=lambda f: f.arrival_s)
-        return heads
+        waiting = [p for s, i in zip(self.sources, self.ids)
+                   if i != exclude and (p := s.peek()) is not None]   # type: ignore[attr-defined]
+        waiting.sort(key=lambda p: p[1])
+        return [frame for frame, _ in waiting]
 
     def take(self, source_id: str) -> Frame | None:
         """The frame `source_id` has waiting (a newer one, if it replaced the one peeked)."""
