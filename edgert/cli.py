@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--annotate", action="store_true", help="also write DIR/annotated.mp4")
     rp.add_argument("--expect", metavar="GOLDEN.jsonl",
                     help="compare decisions with an earlier replay's; exit 3 if they differ")
+    rp.add_argument("--source", metavar="ID",
+                    help="with [[sources]]: the camera the recording is from (its rules apply)")
     rp.add_argument("--truth", metavar="LABELS",
                     help="COCO JSON, a folder of YOLO .txt, or truth JSON lines: adds "
                          "precision, recall and mAP to the report")
@@ -154,7 +156,7 @@ def _replay(args: argparse.Namespace) -> int:
     with stop_on_signals(stop):
         return replay(ReplayArgs(Path(args.target), Path(args.config), Path(args.out),
                                  args.realtime, args.annotate, opt(args.expect),
-                                 opt(args.truth)), stop)
+                                 opt(args.truth), args.source), stop)
 
 
 def _quantize(args: argparse.Namespace) -> int:

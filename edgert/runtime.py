@@ -457,15 +457,18 @@ class Runtime:
                                 "warming up at the source's frame size")
         return True
 
-    def _watch_sources(self) -> None:
+    def _watch_sources(self, idle: bool) -> None:
         """A source that is reopening gets no records, so its actuator must not keep acting on
-        its last one: a safe state, repeated only after an ok decision came between."""
+        its last one: a safe state, repeated only after an ok decision came between. `idle`:
+        no frame came, which the service's watchdog counts as progress while a source waits."""
+        states = []
         for sid, source in zip(self.mux.ids, self.sources):
             state = source.stats().state
-            if self.watch is not None and len(self.sources) == 1:
-                self.watch.on_idle(state)
+            states.append(state)
             if state == "reopening":
                 self.herald.safe_state("source_lost", self.scenes[sid].record_id)
+        if idle and self.watch is not None:
+            self.watch.on_idle("reopening" if "reopening" in states else states[0])
 
     def _next(self, frame: Frame) -> None:
         """Decide `frame`, alone or with frames of other sources in one run."""
@@ -545,7 +548,7 @@ class Runtime:
                     log.warning("every output has lost its reader; stopping")
                     break
                 if len(self.sources) > 1 and now >= next_look:
-                    self._watch_sources()   # one may stall while the others run
+                    self._watch_sources(idle=False)   # one may stall while the others run
                     next_look = now + 0.1
                 frame = first = pending.pop(0) if pending else None
                 if frame is None:
@@ -553,8 +556,7 @@ class Runtime:
                 if frame is None:
                     if self.mux.ended:
                         break
-                    if len(self.sources) == 1:
-                        self._watch_sources()
+                    self._watch_sources(idle=True)
                     continue
                 if (frame.arrival_s < self._ready_at and not frame.uid) or self._rewarm(frame):
                     continue   # grabbed while warming up: older than the promise

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEMO_CLIP, REPO, write_config
+from conftest import DEMO_CLIP, REPO, edgert, write_config
 from onnx_models import batched_chain
 from test_deadline import ENV, loop_priority
 from test_herald import Collect
 from test_source import MjpegCamera
 from edgert.clock import LIVE
-from edgert.codec import decode_decision
+from edgert.codec import decode_decision, encode
 from edgert.config import load_config
 from edgert.infer import InferenceRunner, load_model
+from edgert.kernel_cache import NOTICE
 from edgert.records import Decision
 from edgert.replay.expect import compare, format_diff
 from edgert.runtime import Runtime
@@ -101,8 +102,9 @@ def test_each_source_decides_as_it_would_alone(tmp_path: Path, material: Path, n
     model = MODEL.format(repo=REPO)
     several = "\n".join(f'[[sources]]\nid = "cam{i}"\nurl = "file:{f}"\nmode = "every"\n'
                         for i, f in enumerate(files))
-    together, events, summary = replayed(write_config(
-        tmp_path / "several.toml", f'device_id = "several"\n{several}\n{model}'))
+    several_cfg = write_config(tmp_path / "several.toml",
+                               f'device_id = "several"\n{several}\n{model}')
+    together, events, summary = replayed(several_cfg)
     assert summary["batching"]["batches"] > 0   # frames of several sources shared runs
     for i, f in enumerate(files):
         sid = f"cam{i}"
@@ -116,6 +118,12 @@ def test_each_source_decides_as_it_would_alone(tmp_path: Path, material: Path, n
                     for d in mine]
         diffs = compare(alone, stripped)
         assert not diffs, format_diff(diffs, len(alone), f"{sid} ({f.name})")
+        if i == 1:   # and as a user checks it: that camera's recording, replayed alone
+            golden = tmp_path / f"{sid}.jsonl"
+            golden.write_bytes(b"\n".join(encode(d) for d in stripped) + b"\n")
+            proc = edgert("replay", str(f), "--config", str(several_cfg), "--source", sid,
+                          "--out", str(tmp_path / f"replay-{sid}"), "--expect", str(golden))
+            assert proc.returncode == 0, proc.stdout + proc.stderr
         # Its events, in its own numbering, are the ones it raises alone.
         key = ("seq", "rule", "kind", "frame_id", "track_id")
         assert [tuple(e.get(k) for k in key) for e in events if e.get("source_id") == sid] \
@@ -265,3 +273,61 @@ def test_batching_only_when_every_deadline_holds(tmp_path: Path) -> None:
     decided = {k: v[1]["ok"] / max(1, v[1]["records"]) for k, v in runs.items()}
     assert decided["deadline"] >= decided["off"], (decided, cost)
     assert on[1]["ok"] > off[1]["ok"], (on[1]["ok"], off[1]["ok"], cost)
+
+
+def test_replaying_one_cameras_recording_names_the_camera(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "two.toml", f"""device_id = "two"
+[[sources]]
+id = "belt"
+url = "file:{DEMO_CLIP}"
+[[sources]]
+id = "spare"
+url = "file:{DEMO_CLIP}"
+{MODEL.format(repo=REPO)}""")
+    for extra, said in (((), "--source is missing"), (("--source", "nope"), "'nope' is not")):
+        proc = edgert("replay", str(DEMO_CLIP), "--config", str(cfg), "--out",
+                      str(tmp_path / "out"), *extra)
+        assert proc.returncode == 2 and said in proc.stderr and "belt, spare" in proc.stderr
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln != NOTICE]   # cold cache
+        assert "Traceback" not in proc.stderr and len(lines) == 1
+
+
+def test_a_batch_the_guard_stops_fails_safe_only_the_frame_whose_deadline_passed(
+        tmp_path: Path) -> None:
+    """Two cameras' frames in one run; the first frame's deadline comes a third of the way
+    into it. The guard stops the run there: that frame gets its fail-safe, and the other, with
+    time left, is run again alone and decided."""
+    from edgert.frame import Frame
+    from edgert.publish.sender import LocalHerald
+    from edgert.source import open_source
+    from edgert.wiring import build_rungs
+
+    model = batched_chain(tmp_path / "model.onnx", size=512, shared=16, each=1)
+    sources = "\n".join(f'[[sources]]\nid = "cam{i}"\nurl = "pattern:"\nsize = [64, 64]\n'
+                        for i in range(2))
+    cfg = load_config(write_config(tmp_path / "device.toml", SEVERAL.format(
+        sources=sources, model=model, budget=10_000, batching="deadline")))
+    rungs, info = build_rungs(cfg, LIVE)
+    out = Collect()
+    rt = Runtime(cfg, [open_source(s, LIVE, s.id, threaded=True) for s in cfg.sources], rungs,
+                 info, LocalHerald(cfg, "run1", [out]))
+    try:
+        image = np.zeros((64, 64, 3), np.uint8)
+        rt.warm_up(image)
+        for sid in ("cam0", "cam1"):
+            rt.warm_source(sid, image)
+        assert rungs[0].max_batch == 4   # rewritten to take a batch
+        run_s = rungs[0].batch_seed[2]
+        now = LIVE.now()
+        first = Frame(7, image, 0.0, now - rt.budget_s + run_s / 3, source_id="cam0")
+        second = Frame(9, image, 0.0, now, source_id="cam1")
+        made = rt.step_batch([rt._taken(first), rt._taken(second)])
+    finally:
+        rt.close()
+    assert made == ["deadline", "ok"], (made, run_s)
+    assert rungs[0].runner.terminated == 1
+    recs = {r["source_id"]: r for r in out.records()}
+    assert recs["cam0"]["status"] == "fail_safe" and recs["cam0"]["frame_id"] == 7
+    assert (recs["cam0"]["cause"], recs["cam0"]["stage"]) == ("deadline", "infer")
+    assert recs["cam1"]["status"] == "ok" and recs["cam1"]["frame_id"] == 9
+    assert len(recs["cam1"]["detections"]) == 1

@@ -6,10 +6,12 @@ enforced, so two replays decide identically); `--realtime` is the live run fed f
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgert.config.types import Config
 from edgert.errors import EdgertError, UsageError
 
 EXTRA = "pip install 'edgert[replay]'"
@@ -24,6 +26,7 @@ class ReplayArgs:
     annotate: bool = False
     expect: Path | None = None
     truth: Path | None = None
+    source: str | None = None   # with [[sources]]: the id whose view (rules, zones) applies
 
 
 def _need_extras(truth: bool) -> None:
@@ -39,6 +42,22 @@ def _need_extras(truth: bool) -> None:
         raise UsageError(f"edgert replay needs {', '.join(missing)}; install it with {EXTRA}")
 
 
+def _one_source(cfg: Config, a: ReplayArgs) -> Config:
+    """A recording is one camera's: with [[sources]], the config as that source sees it (its
+    zones, lines, rules and fail-safe), its records without a source id."""
+    ids = [s.id for s in cfg.sources]
+    if not cfg.named_sources:
+        if a.source is not None:
+            raise UsageError(f"--source {a.source}: {cfg.file} has one [source], not "
+                             "[[sources]]; leave --source out")
+        return cfg
+    if a.source is None or a.source not in ids:
+        said = "is missing" if a.source is None else f"{a.source!r} is not among them"
+        raise UsageError(f"{cfg.file} has several sources ({', '.join(ids)}) and --source "
+                         f"{said}; say which camera the recording is from: --source {ids[0]}")
+    return dataclasses.replace(cfg.for_source(a.source), named_sources=False)
+
+
 def replay(a: ReplayArgs, stop: threading.Event, say=print) -> int:
     """Replays, writes decisions, plots and report.json, prints the table; 3 if --expect
     differs. A user's mistake raises UsageError with one sentence."""
@@ -48,7 +67,7 @@ def replay(a: ReplayArgs, stop: threading.Event, say=print) -> int:
     from edgert.replay.run import DECISIONS, read_decisions, replay_file
     from edgert.replay.truth import load as load_truth, evaluate
 
-    cfg = load_config(a.config)
+    cfg = _one_source(load_config(a.config), a)
     recs = inputs.recordings(a.target)
     many = a.target.is_dir()
     stems = [r.stem for r in recs]

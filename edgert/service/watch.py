@@ -31,6 +31,7 @@ class ServiceWatch(Watch):
     def __init__(self, cfg: Config, watchdog: Watchdog, reloader: Reloader | None = None) -> None:
         self.cfg, self.watchdog, self.reloader = cfg, watchdog, reloader
         self.stall_s = cfg.service.stall_s
+        self._stall_timeout_s = max(src.stall_timeout_s for src in cfg.sources)
         self.snapshot = Snapshot(at=0.0)
         self.served: Served | None = None
         self._rt: Runtime | None = None
@@ -85,7 +86,7 @@ class ServiceWatch(Watch):
         # Waiting is progress while the source says it is reopening, or has not yet had the
         # time its own stall timeout allows; past that, a source stuck in a read is no loop.
         if source_state == "reopening" or \
-                now - self._last_frame < self.cfg.source.stall_timeout_s + self.stall_s:
+                now - self._last_frame < self._stall_timeout_s + self.stall_s:
             self._progress(now)
 
     def on_metrics(self, metrics: Metrics) -> None:
@@ -119,14 +120,14 @@ class ServiceWatch(Watch):
         fps = (summary.records - n0) / (now - t0) if now - t0 >= 1.0 else self.snapshot.fps
         if now - t0 >= 5.0:
             self._fps_mark = (now, summary.records)
-        stats = rt.source.stats()
+        every = [s.stats() for s in rt.sources]   # several sources: their counters summed
         rung = rt.ladder.rung if rt.ladder is not None else 0
         return Snapshot(
             at=now, counts=summary.counts(),
             misses={(st, c): n for st, by in summary.misses.items() for c, n in by.items()},
             latency=self._hist.update(summary.latency),
-            source={k: getattr(stats, k) for k in ("frames", "dropped", "skipped", "failures",
-                                                    "reopens")},
+            source={k: sum(getattr(st, k) for st in every)
+                    for k in ("frames", "dropped", "skipped", "failures", "reopens")},
             outputs=getattr(rt.herald, "output_stats", {}),
             providers=tuple(rt.info.providers), not_bound=tuple(rt.info.not_bound),
             rung=rung, rung_name=rt.rungs[rung].name, fps=fps)
