@@ -39,6 +39,7 @@ from edgert.pipeline import FrameResult, Pipeline
 from edgert.publish.herald import SEND_MARGIN_S, Armed, Offer
 from edgert.publish.sender import HeraldPort, LocalHerald, SenderProcess
 from edgert.decide import EventDraft
+from edgert.decide.zones import check_frame
 from edgert.records import STAGES, Decision, Event, Metrics, Status, Timing, Verdict
 from edgert.service.notify import Notifier
 from edgert.scene import Scene
@@ -147,6 +148,7 @@ class Runtime:
     def warm_source(self, source_id: str, image: np.ndarray) -> None:
         """A source's own parts at its frame size: each rung's preprocessor for it, and its
         motion gate. Never on a frame's time."""
+        check_frame(self.cfg, image.shape[:2], source_id)   # pixel zones and lines
         frame = Frame(-1, image, 0.0, self.clock.now(), source_id=source_id)
         for pipeline in self.rungs:
             pipeline.pre(source_id)(frame)

@@ -250,7 +250,8 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
     """Pay session initialisation, kernel compilation and first-run costs of every rung on
     `image` (the source's real first frame where there is one), touching no rule state and
     making no record. Returns each rung's unloaded median inference (s), for the ladder."""
-    check_frame(cfg, image.shape[:2])   # pixel zones and lines: the frame size is known now
+    # Pixel zones and lines: the frame size is known now (each other source's at its own).
+    check_frame(cfg, image.shape[:2], cfg.sources[0].id)
     if cfg.rules and cfg.runtime.kernels == "numba":
         decide_kernels.warm()
     frame = Frame(-1, image, 0.0, clock.now(), source_id=cfg.sources[0].id)

@@ -331,3 +331,45 @@ def test_a_batch_the_guard_stops_fails_safe_only_the_frame_whose_deadline_passed
     assert (recs["cam0"]["cause"], recs["cam0"]["stage"]) == ("deadline", "infer")
     assert recs["cam1"]["status"] == "ok" and recs["cam1"]["frame_id"] == 9
     assert len(recs["cam1"]["detections"]) == 1
+
+
+def test_a_pixel_zone_is_checked_against_its_own_cameras_frame(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "two.toml", f"""device_id = "two"
+[[sources]]
+id = "big"
+url = "pattern:"
+size = [480, 640]
+[[sources]]
+id = "small"
+url = "pattern:"
+size = [240, 320]
+[model]
+path = "{REPO}/models/demo/conveyor_det.onnx"
+labels = "{REPO}/models/demo/labels.txt"
+[[zones]]
+name = "fine-on-big"
+units = "pixels"
+polygon = [[0, 0], [600, 0], [600, 400]]
+sources = ["big"]
+[[zones]]
+name = "too-big-for-small"
+units = "pixels"
+polygon = [[0, 0], [300, 0], [300, 400]]
+sources = ["small"]
+[[rules]]
+name = "a"
+zone = "fine-on-big"
+action = "a"
+sources = ["big"]
+[[rules]]
+name = "b"
+zone = "too-big-for-small"
+action = "b"
+sources = ["small"]
+[fail_safe]
+action = "stop"
+""")
+    proc = edgert("run", str(cfg), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "zones[1].polygon" in proc.stderr and "source 'small''s 320x240 frame" in proc.stderr
+    assert "Traceback" not in proc.stderr

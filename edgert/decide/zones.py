@@ -85,11 +85,15 @@ class LineGeometry:
         return self._p[0], self._p[1]
 
 
-def check_frame(cfg: Config, frame_hw: tuple[int, int]) -> None:
-    """Pixel zones and lines must lie in the frame; its size is known only at warm-up."""
+def check_frame(cfg: Config, frame_hw: tuple[int, int], source_id: str | None = None) -> None:
+    """Pixel zones and lines must lie in the frame; its size is known only at warm-up. With
+    `source_id`, those that apply to that source, against its frame."""
     h, w = frame_hw
-    items = [("zones", i, z.name, z.polygon, z.units) for i, z in enumerate(cfg.zones)]
-    items += [("lines", i, ln.name, (ln.p1, ln.p2), ln.units) for i, ln in enumerate(cfg.lines)]
+    mine = lambda x: source_id is None or not x.sources or source_id in x.sources  # noqa: E731
+    items = [("zones", i, z.name, z.polygon, z.units) for i, z in enumerate(cfg.zones) if mine(z)]
+    items += [("lines", i, ln.name, (ln.p1, ln.p2), ln.units) for i, ln in enumerate(cfg.lines)
+              if mine(ln)]
+    whose = f"source {source_id!r}'s" if cfg.named_sources and source_id else "the source's"
     for kind, i, name, points, units in items:
         if units != "pixels":
             continue
@@ -98,6 +102,6 @@ def check_frame(cfg: Config, frame_hw: tuple[int, int]) -> None:
                 key = "polygon" if kind == "zones" else "p1/p2"
                 raise ConfigError(str(cfg.file), f"{kind}[{i}].{key}",
                                   f"of {kind[:-1]} {name!r} has the point [{x:g}, {y:g}], outside "
-                                  f"the source's {w}x{h} frame",
+                                  f"{whose} {w}x{h} frame",
                                   f"give pixels within {w}x{h}, or fractions with units = "
                                   '"fraction"')

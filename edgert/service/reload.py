@@ -119,8 +119,9 @@ class _Job:
         frame = runtime._last_frame
         self.image = frame.image.copy() if frame is not None else None
         self.t = frame.media_s if frame is not None else 0.0
-        if self.image is not None:
-            check_frame(new, self.image.shape[:2])   # pixel zones and lines against the frame
+        for sid, scene in runtime.scenes.items():   # pixel zones and lines against its frames
+            if scene.hw is not None:
+                check_frame(new, scene.hw, sid)
         self.engines = {sid: rule_engine(new.for_source(sid)) for sid in runtime.scenes}
         self.built: tuple | BaseException | None = None
         self._thread: threading.Thread | None = None
