@@ -64,6 +64,21 @@ def _realtime() -> bool:
         return False
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, up to 60 s to finish, then SIGKILL (at once if the wait is interrupted)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def observe(cmd: list[str], *, seconds: float | None = None, records: int | None = None,
             cwd: str | None = None, env: dict | None = None, timeout: float = 600,
             on_record: Callable[[dict, float], bool] | None = None) -> Observed:
@@ -98,14 +113,10 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
     err_reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
     err_reader.start()
-    done.wait(seconds if seconds is not None else timeout)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        done.wait(seconds if seconds is not None else timeout)
+    finally:   # also on Ctrl-C or an exception: the child never outlives the observer
+        _stop(proc)
     reader.join(10)
     err_reader.join(10)
     obs.returncode = proc.returncode
