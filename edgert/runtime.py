@@ -480,8 +480,9 @@ class Runtime:
             return
         frame = self._taken(frame)
         if rt.batching == "fixed":   # the stream muxers' way: a full batch, or the timeout
-            self.mux.wait(pipeline.max_batch - 1, frame.arrival_s + rt.batch_timeout_ms / 1e3)
-            heads = self.mux.heads(exclude=frame.source_id)[:pipeline.max_batch - 1]
+            full = min(pipeline.max_batch, len(self.sources))   # their batch: one per camera
+            self.mux.wait(full - 1, frame.arrival_s + rt.batch_timeout_ms / 1e3)
+            heads = self.mux.heads(exclude=frame.source_id)[:full - 1]
         else:
             heads = self.mux.heads(exclude=frame.source_id)[:pipeline.max_batch - 1]
             now = self.clock.now()
