@@ -39,6 +39,7 @@ _AFTER = {"preprocess": ("infer", "postprocess", "decide", "publish"),
           "decide": ("publish",)}
 _AFTER_SECONDARY = ("decide", "publish")
 INF = float("inf")
+BATCH_SAFETY = 1.25   # a batch's learned cost is a percentile of the past, not a promise
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +282,16 @@ class Pipeline:
     # Batches: frames of several sources through one run.
 
     def batch_cost(self, k: int) -> float:
-        """The expected cost of one run of a batch of `k` (learned, else measured at warm-up)."""
-        if k == 1:
-            return self.costs.expected("infer")
-        return self.costs.expected(f"infer@{k}") or self.batch_seed.get(k, INF)
+        """The expected cost of one run of a batch of `k`: learned (its 90th percentile), else
+        what warm-up measured, in proportion to what a single run costs now (warm-up ran on an
+        idle model; the board may be busier now)."""
+        costs = self.costs
+        learned = costs.expected(f"infer@{k}")
+        if learned:
+            return learned
+        seed, one = self.batch_seed.get(k, INF), self.batch_seed.get(1, 0.0)
+        now = costs.expected("infer")
+        return seed * max(1.0, now / one) if now and one else seed
 
     def batch_fits(self, deadlines: list[float], now: float) -> bool:
         """Whether one run for frames with these `deadlines` (in order) is expected to leave
@@ -293,9 +300,10 @@ class Pipeline:
         for the others, the last waits for everyone's decode."""
         costs = self.costs
         k = len(deadlines)
-        each = sum(costs.expected(s) for s in ("postprocess", "decide", "publish")) \
+        # The rules' cost reserved twice, as for the optional stages: only their median is known.
+        each = sum(costs.expected(s) for s in ("postprocess", "decide", "decide", "publish")) \
             + SEND_MARGIN_S
-        done = now + k * costs.expected("preprocess") + self.batch_cost(k)
+        done = now + k * costs.expected("preprocess") + BATCH_SAFETY * self.batch_cost(k)
         for at in deadlines:
             done += each
             if done > at:
@@ -312,7 +320,6 @@ class Pipeline:
         results: list[FrameResult | None] = [None] * len(tickets)
         batch: list[tuple[int, Transform]] = []
         t0 = now()
-        probe = False
         tensor = self.batch_tensor
         for i, t in enumerate(tickets):
             t.enter("preprocess", t0)
@@ -343,7 +350,7 @@ class Pipeline:
                 t.done("infer", (t2 - t1) * 1e3)
                 if run.outputs is not None:
                     outputs = [o[j:j + 1] for o in run.outputs]
-                    results[i] = self._finish(t, outputs, transform, now(), probe)
+                    results[i] = self._finish(t, outputs, transform, now(), False)
                 elif not run.stopped:
                     results[i] = self._overrun(t, "error", "infer", run.error)
                 elif t.lost or t.deadline.expired(now()):

@@ -195,18 +195,14 @@ class Runtime:
                      round(frame.capture_s * 1e3, 3), self._rung_name(pipeline),
                      self.scenes[frame.source_id].record_id, frame.source_id)
 
-    def _arrive(self, frame: Frame) -> Frame:
-        """A grabber hands a frame over (its mailbox's lock held): from now a record is owed."""
-        frame = dataclasses.replace(frame, uid=next(self._uid))
-        self.herald.arm(self._armed(frame))
-        return frame
-
     def _dropped(self, frame: Frame) -> None:
         if frame.uid:
             self.herald.drop(frame.uid)
 
     def _taken(self, frame: Frame) -> Frame:
-        """A frame read on demand arrives as the loop takes it: armed now."""
+        """A frame arrives: armed now, and owed a record from here. A grabber calls this as it
+        hands the frame over (its mailbox's lock held); a frame read on demand arrives as the
+        loop takes it."""
         if frame.uid:
             return frame
         frame = dataclasses.replace(frame, uid=next(self._uid))
@@ -259,6 +255,8 @@ class Runtime:
         if self.watch is not None:
             self.watch.on_frame(frame, result, frame.uid)
         made = self._hand_over(t, pipeline, result)
+        if made == "ok":
+            self.mux.served(frame.source_id)
         if result.reused:
             scene.reused += 1
         if result.outcome is not None and result.outcome.events:
@@ -431,7 +429,7 @@ class Runtime:
         self._ready_at = self.clock.now()
         if self.arm_on_arrival:   # from here every frame handed over is owed a record
             for source in self.sources:
-                source.watch(self._arrive, self._dropped)   # type: ignore[attr-defined]
+                source.watch(self._taken, self._dropped)   # type: ignore[attr-defined]
         return [dataclasses.replace(firsts[sid], arrival_s=self._ready_at)
                 for sid, source in zip(self.mux.ids, self.sources)
                 if sid in firsts and getattr(source, "on_demand", False)]
@@ -553,6 +551,9 @@ class Runtime:
                 if len(self.sources) > 1 and now >= next_look:
                     self._watch_sources(idle=False)   # one may stall while the others run
                     next_look = now + 0.1
+                    costs = self.pipeline.costs
+                    self.mux.tie_s = min(self.budget_s / 4, sum(
+                        costs.expected(st) for st in ("preprocess", "infer", "postprocess")))
                 frame = first = pending.pop(0) if pending else None
                 if frame is None:
                     frame = self.mux.next(min(0.1, max(0.0, end - clock.now())))

@@ -58,13 +58,15 @@ def _toml(name: str, table: dict, array: bool = False) -> list[str]:
     return lines
 
 
-def config(n: int, mode: str, budget_ms: float, max_batch: int) -> str:
+def config(n: int, mode: str, budget_ms: float, max_batch: int,
+           loop_priority: str = "realtime") -> str:
     """The demo's model, rule and zone over `n` pattern sources, with absolute paths."""
     demo = tomllib.loads(DEMO.read_text())
     model = dict(demo["model"])
     for key in ("path", "labels"):
         model[key] = str((DEMO.parent / model[key]).resolve())
-    runtime = dict(demo["runtime"], budget_ms=budget_ms, batching=mode, max_batch=max_batch)
+    runtime = dict(demo["runtime"], budget_ms=budget_ms, batching=mode, max_batch=max_batch,
+                   loop_priority=loop_priority)
     lines = ['device_id = "bench-sources"']
     for i in range(1, n + 1):
         lines += _toml("sources", {"id": f"cam{i}", "url": "pattern:", "mode": "latest",
@@ -128,7 +130,14 @@ def measure(n: int, mode: str, obs: Observed, seconds: float) -> dict:
         "latency_ms": {"p50": round(float(np.percentile(total_ms, 50)), 2),
                        "p99": round(float(np.percentile(total_ms, 99)), 2)} if total_ms.size else {},
         "seq_gaps": seq_gaps(obs),
-        "observer": {"records": len(obs.records), "realtime": obs.realtime},
+        "observer": {"records": len(obs.records), "realtime": obs.realtime,
+                     # how late the late ones came, and what they were (to tell why)
+                     "late_ok": [{"late_ms": round((got - r["captured_at"]
+                                                    - r["deadline_ms"] / 1e3) * 1e3, 3),
+                                  "latency_ms": r["latency_ms"], "source_id": r["source_id"]}
+                                 for r, got in zip(obs.records, obs.received)
+                                 if r["status"] == "ok"
+                                 and got > r["captured_at"] + r["deadline_ms"] / 1e3]},
         "returncode": obs.returncode,
         "traceback": "Traceback" in obs.stderr,
         "edgert_summary": s,
@@ -167,6 +176,8 @@ def main() -> int:
                     default=["off", "deadline", "fixed"])
     ap.add_argument("--seconds", type=float, default=20.0, help="of decisions per run")
     ap.add_argument("--budget-ms", type=float, default=33.3)
+    ap.add_argument("--loop-priority", choices=("realtime", "normal"), default="realtime",
+                    help="[runtime] loop_priority of the runs")
     ap.add_argument("--hogs", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=4)
     ap.add_argument("--json", type=Path)
@@ -183,7 +194,8 @@ def main() -> int:
                 turn = i % len(args.modes)
                 for mode in args.modes[turn:] + args.modes[:turn]:
                     cfg = Path(tmp) / f"sources{n}-{mode}.toml"
-                    cfg.write_text(config(n, mode, args.budget_ms, args.max_batch))
+                    cfg.write_text(config(n, mode, args.budget_ms, args.max_batch,
+                                          args.loop_priority))
                     print(f"bench_sources: {n} sources, batching {mode} ...", file=sys.stderr, flush=True)
                     t = time.monotonic()
                     rows.append(measure(n, mode, watch(cfg, args.seconds), args.seconds))
