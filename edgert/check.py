@@ -8,6 +8,7 @@ import numpy as np
 
 from edgert.clock import LIVE
 from edgert.config import load_config
+from edgert.config.types import Config
 from edgert.publish.probe import probe_outputs
 from edgert.wiring import build_rungs, expected_frame_hw, input_plan, warm_up
 
@@ -36,7 +37,7 @@ def check(config_path: str) -> str:
     lines = [
         f"config     {cfg.file}",
         f"device_id  {cfg.device_id}",
-        f"source     {cfg.source.url} ({cfg.source.kind}, mode {cfg.source.mode})",
+        *_sources(cfg, rungs[0].batch_note),
         f"model      {info.path} (family {m.family})",
         f"input      {info.input_name} {list(info.input_shape)} {info.input_dtype}"
         + (f" (rewritten: the file declares {list(info.declared_shape)})"
@@ -114,3 +115,16 @@ def _queues(cfg) -> list[str]:  # noqa: ANN001
         return []
     from edgert.publish.mqtt_store import describe   # loads sqlite3
     return [f"queue      {describe(o.mqtt.queue_path)}" for o in cfg.outputs if o.mqtt]
+
+
+def _sources(cfg: Config, batch_note: str) -> list[str]:
+    """One line a source; with [[sources]], each with its id, and how batching runs."""
+    if not cfg.named_sources:
+        src = cfg.source
+        return [f"source     {src.url} ({src.kind}, mode {src.mode})"]
+    lines = [f"source     {s.id}: {s.url} ({s.kind}, mode {s.mode})"
+             + (f", fail_safe {s.fail_safe!r}" if s.fail_safe else "") for s in cfg.sources]
+    rt = cfg.runtime
+    lines.append(f"batching   {rt.batching}" + (f": {batch_note or 'frames run singly'}"
+                                                if rt.batching != "off" else ""))
+    return lines
