@@ -210,7 +210,7 @@ def build_rungs(cfg: Config, clock: Clock) -> tuple[list[Pipeline], ModelInfo]:
                               f"{cfg.model.escalate.model.path.name}, whose labels differ from "
                               "the main model's", "escalate to a model with the same labels "
                               "(its detections replace the main model's)")
-        main.escalation = Escalation(cfg.model.escalate, heavy)
+        main.escalation = Escalation(cfg.model.escalate, heavy, cfg.rules)
     for pipeline in rungs:
         pipeline.secondaries, pipeline.user_stage = secondaries, stage
     main.input_note = f"{plan.describe()} ({plan.origin})"   # said at ready
@@ -293,7 +293,7 @@ def warm_up(cfg: Config, rungs: list[Pipeline], info: ModelInfo, image: np.ndarr
                 raise ModelError(f"{cfg.file}: model.escalate: {esc.cfg.model.path} failed on "
                                  "the first frame; check it and [model.escalate.input]")
         esc.heavy.costs = StageCosts(quantile=esc.heavy.cost_quantile)
-        esc.runs = 0
+        esc.runs = esc.unsure_frames = esc.no_time = esc.errors = 0   # real frames only
     return baseline
 
 

@@ -36,8 +36,9 @@ path = "out.jsonl"
 """
 
 
-def records(tmp_path: Path, budget: float = 2000, frames: int = 20) -> tuple[list[dict], dict]:
-    cfg = write_config(tmp_path / "d.toml", CONFIG.format(budget=budget))
+def records(tmp_path: Path, budget: float = 2000, frames: int = 20,
+            text: str = CONFIG) -> tuple[list[dict], dict]:
+    cfg = write_config(tmp_path / "d.toml", text.format(budget=budget))
     run = edgert("run", "--frames", str(frames), str(cfg), cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stderr.split("summary: ", 1)[1].splitlines()[0])
@@ -55,6 +56,22 @@ def test_an_unsure_primary_escalates_and_the_heavier_model_decides(tmp_path: Pat
     assert all(r["detections"][0]["score"] == 0.95 and r["action"] == "reject" for r in recs)
     assert all("escalate" in r["latency_ms"] for r in recs)
     assert summary["escalate"]["runs"] == len(recs) and summary["late_ok"] == 0
+
+
+def test_a_score_a_rule_hinges_on_escalates(tmp_path: Path) -> None:
+    """0.75 is outside the band but within `hinge` of the rule's min_score 0.7: whether the
+    rule matches hinges on it, so the heavier model decides; without `hinge` it would not."""
+    yolo_constant(tmp_path / "light.onnx", one_box_pred(score=0.75), metadata=NAMES)
+    yolo_constant(tmp_path / "heavy.onnx", one_box_pred(box=(16, 16, 8, 8), score=0.6),
+                  metadata=NAMES)
+    cfg = CONFIG.replace("band = [0.3, 0.6]", "band = [0.3, 0.6]\nhinge = 0.1")
+    recs, summary = records(tmp_path, text=cfg)
+    assert recs and all(r.get("escalated") for r in recs)
+    assert all(r["detections"][0]["score"] == 0.6 and r["action"] == "none" for r in recs)
+    assert summary["escalate"]["unsure_frames"] == len(recs)
+    (tmp_path / "out.jsonl").unlink()
+    recs, _ = records(tmp_path, frames=5)   # the same files, no hinge: the light model rules
+    assert not any(r.get("escalated") for r in recs) and recs[0]["action"] == "reject"
 
 
 def test_a_sure_primary_decides_alone(tmp_path: Path) -> None:

@@ -308,7 +308,7 @@ def _model_values(s: Section, path: Path, card_keys: frozenset[str] = frozenset(
     return cfg
 
 
-ESCALATE_KEYS = ("band", "on")
+ESCALATE_KEYS = ("band", "on", "hinge")
 
 
 def _escalate(s: Section) -> EscalateConfig:
@@ -324,7 +324,7 @@ def _escalate(s: Section) -> EscalateConfig:
                         "detection scoring in between is unsure")
     cfg = EscalateConfig(model=_model(Section(s.file, s.prefix, {
         k: v for k, v in s.table.items() if k not in ESCALATE_KEYS})), band=band,
-        on=own.strings("on", ()))
+        on=own.strings("on", ()), hinge=own.number("hinge", 0.0, lo=0.0, hi=1.0))
     own.done()
     return cfg
 

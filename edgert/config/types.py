@@ -76,6 +76,9 @@ class EscalateConfig:
     model: ModelConfig
     band: tuple[float, float] = (0.3, 0.6)   # a detection scoring lo <= s < hi is unsure
     on: tuple[str, ...] = ()                  # labels whose scores count; empty: every label
+    # Also unsure: a detection a rule counts whose score is within `hinge` of that rule's
+    # min_score — the rule's decision hinges on it (0: off).
+    hinge: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
