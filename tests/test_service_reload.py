@@ -289,3 +289,76 @@ def test_a_changed_source_or_its_fail_safe_is_refused_as_a_restart() -> None:
     assert keys == ["sources"]
     keys = changed(one, dataclasses.replace(one, sources=(cam,), named_sources=True), RESTART)
     assert restart_said(keys, True) == "[source] replaced by [[sources]] or back"
+
+
+SEVERAL = """
+device_id = "reload-several"
+[[sources]]
+id = "a"
+url = "pattern:"
+fps = 30
+[[sources]]
+id = "b"
+url = "pattern:"
+fps = 30
+[model]
+path = "model.onnx"
+[runtime]
+budget_ms = 500
+[fail_safe]
+action = "stop"
+[[outputs]]
+type = "jsonl"
+path = "out.jsonl"
+"""
+
+
+def by_source(path: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    if path.exists():
+        for ln in path.read_text().splitlines():
+            if ln.endswith("}") and '"edgert.decision/1"' in ln:
+                r = json.loads(ln)
+                out.setdefault(r["source_id"], []).append(r)
+    return out
+
+
+def test_a_reload_gives_each_source_its_own_new_rules_and_refuses_a_new_source(
+        tmp_path: Path) -> None:
+    yolo_constant(tmp_path / "model.onnx", one_box_pred(),
+                  metadata={"names": "{0: 'part', 1: 'defect'}"})
+    cfg = write_config(tmp_path / "device.toml", SEVERAL)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    err = open(tmp_path / "stderr.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "edgert", "run", str(cfg)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    out = tmp_path / "out.jsonl"
+    try:
+        wait(lambda: all(len(by_source(out).get(s, ())) >= 5 for s in "ab"), 120,
+             "records of both sources")
+        write_config(cfg, SEVERAL + RULE + 'sources = ["b"]\n')
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: any(r["action"] == "reject" for r in by_source(out).get("b", ())), 30,
+             "b's new rule to act")
+        n = {s: len(v) for s, v in by_source(out).items()}
+        wait(lambda: all(len(by_source(out)[s]) >= n[s] + 10 for s in "ab"), 30, "more records")
+        write_config(cfg, SEVERAL + RULE + 'sources = ["b"]\n'
+                     + '[[sources]]\nid = "c"\nurl = "pattern:"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait(lambda: "reload rejected" in (tmp_path / "stderr.txt").read_text(), 30,
+             "the added source to be refused")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        err.close()
+    recs = by_source(out)
+    assert set(recs) == {"a", "b"}
+    assert {r["action"] for r in recs["a"]} == {"none"}   # a's rules did not change
+    b = [r["action"] for r in recs["b"]]
+    assert set(b[b.index("reject"):]) == {"reject"}      # b switched at one frame
+    for s in "ab":
+        assert [r["seq"] for r in recs[s]] == list(range(1, len(recs[s]) + 1))
+        assert all(r["status"] == "ok" for r in recs[s])
+    log = (tmp_path / "stderr.txt").read_text()
+    assert "[[sources]]" in log.split("reload rejected", 1)[1].splitlines()[0]
+    assert proc.returncode == 0 and "Traceback" not in log

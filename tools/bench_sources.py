@@ -134,7 +134,8 @@ def measure(n: int, mode: str, obs: Observed, seconds: float) -> dict:
                      # how late the late ones came, and what they were (to tell why)
                      "late_ok": [{"late_ms": round((got - r["captured_at"]
                                                     - r["deadline_ms"] / 1e3) * 1e3, 3),
-                                  "latency_ms": r["latency_ms"], "source_id": r["source_id"]}
+                                  "latency_ms": r["latency_ms"], "source_id": r["source_id"],
+                                  "seq": r["seq"], "received": got}
                                  for r, got in zip(obs.records, obs.received)
                                  if r["status"] == "ok"
                                  and got > r["captured_at"] + r["deadline_ms"] / 1e3]},
