@@ -291,26 +291,10 @@ def test_a_changed_source_or_its_fail_safe_is_refused_as_a_restart() -> None:
     assert restart_said(keys, True) == "[source] replaced by [[sources]] or back"
 
 
-SEVERAL = """
-device_id = "reload-several"
-[[sources]]
-id = "a"
-url = "pattern:"
-fps = 30
-[[sources]]
-id = "b"
-url = "pattern:"
-fps = 30
-[model]
-path = "model.onnx"
-[runtime]
-budget_ms = 500
-[fail_safe]
-action = "stop"
-[[outputs]]
-type = "jsonl"
-path = "out.jsonl"
-"""
+SEVERAL = CONFIG.replace('device_id = "reload-test"', 'device_id = "reload-several"').replace(
+    '[source]\nurl = "pattern:"\nfps = 30\n',
+    '[[sources]]\nid = "a"\nurl = "pattern:"\nfps = 30\n'
+    '[[sources]]\nid = "b"\nurl = "pattern:"\nfps = 30\n')
 
 
 def by_source(path: Path) -> dict[str, list[dict]]:
