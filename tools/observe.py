@@ -2,23 +2,24 @@
 
     python tools/observe.py [--seconds S] [--records N] -- edgert run CONFIG
 
-The records are read from the child's stdout (configure a `stdout` output) by a thread that
-asks for real-time priority, so the observer's own scheduling adds as little as it can to
-what it measures. A record is late when it arrives after `captured_at + deadline_ms`; the
-report gives, per status, how many arrived late and the lateness past the deadline (p50, p99,
-max: negative means early). Exit status 1 if any `ok` record arrived late.
+The records are read from the child's stdout (configure a `stdout` output) and stamped by a
+process of their own that does nothing else, at real-time priority where allowed. Stamped by
+a thread of the observing process (a test's), a record could wait for that interpreter's lock
+while another of its threads, at normal priority, held it and the board's real-time work kept
+that thread off the CPU: in CI, records the writer sent in time were seen up to 116 ms late.
+A record is late when it arrives after `captured_at + deadline_ms`; the report gives, per
+status, how many arrived late and the lateness past the deadline (p50, p99, max: negative
+means early). Exit status 1 if any `ok` record arrived late.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,14 +57,6 @@ class Observed:
         return out
 
 
-def _realtime() -> bool:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
-        return True
-    except (AttributeError, PermissionError, OSError):
-        return False
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM, up to 60 s to finish, then SIGKILL (at once if the wait is interrupted)."""
     if proc.poll() is None:
@@ -79,6 +72,30 @@ def _stop(proc: subprocess.Popen) -> None:
         raise
 
 
+# The stamper: one thread, one job. Each chunk read from the pipe is stamped as it arrives
+# and passed on as "<unix time> <line>" lines; its first line says whether it got real-time.
+STAMPER = """
+import os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
+    rt = b"1"
+except (AttributeError, PermissionError, OSError):
+    rt = b"0"
+out = sys.stdout.buffer
+out.write(b"realtime " + rt + b"\\n")
+out.flush()
+rest = b""
+while True:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
+        break
+    got = b"%.6f " % time.time()
+    *lines, rest = (rest + chunk).split(b"\\n")
+    out.write(b"".join(got + line + b"\\n" for line in lines))
+    out.flush()
+"""
+
+
 def observe(cmd: list[str], *, seconds: float | None = None, records: int | None = None,
             cwd: str | None = None, env: dict | None = None, timeout: float = 600,
             on_record: Callable[[dict, float], bool] | None = None) -> Observed:
@@ -88,13 +105,17 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
     a test can act on what the run does; returning True ends the run like `records` does."""
     obs = Observed()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stamper = subprocess.Popen([sys.executable, "-c", STAMPER], stdin=proc.stdout,
+                               stdout=subprocess.PIPE)
+    proc.stdout.close()   # type: ignore[union-attr]  (the stamper's now)
     done = threading.Event()
 
     def read() -> None:
-        obs.realtime = _realtime()
-        clock = time.time
-        for line in proc.stdout:   # type: ignore[union-attr]
-            got = clock()
+        first = stamper.stdout.readline()   # type: ignore[union-attr]
+        obs.realtime = first.strip() == b"realtime 1"
+        for stamped in stamper.stdout:   # type: ignore[union-attr]
+            at, _, line = stamped.partition(b" ")
+            got = float(at)
             if line.startswith(b"{"):
                 rec = json.loads(line)
                 if rec.get("schema") != "edgert.decision/1":
@@ -117,6 +138,11 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
         done.wait(seconds if seconds is not None else timeout)
     finally:   # also on Ctrl-C or an exception: the child never outlives the observer
         _stop(proc)
+        try:
+            stamper.wait(timeout=10)   # it ends at the child's end of output
+        except subprocess.TimeoutExpired:
+            stamper.kill()
+            stamper.wait()
     reader.join(10)
     err_reader.join(10)
     obs.returncode = proc.returncode
