@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -57,6 +58,14 @@ class Observed:
         return out
 
 
+def _realtime() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))
+        return True
+    except (AttributeError, PermissionError, OSError):
+        return False
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM, up to 60 s to finish, then SIGKILL (at once if the wait is interrupted)."""
     if proc.poll() is None:
@@ -81,6 +90,11 @@ try:
     rt = b"1"
 except (AttributeError, PermissionError, OSError):
     rt = b"0"
+try:   # room for seconds of records, should the observing process be slow to read them
+    import fcntl
+    fcntl.fcntl(1, 1031, 1 << 20)   # F_SETPIPE_SZ
+except OSError:
+    pass
 out = sys.stdout.buffer
 out.write(b"realtime " + rt + b"\\n")
 out.flush()
@@ -111,6 +125,7 @@ def observe(cmd: list[str], *, seconds: float | None = None, records: int | None
     done = threading.Event()
 
     def read() -> None:
+        _realtime()   # the stamps are taken; this only keeps the stamper from waiting on us
         first = stamper.stdout.readline()   # type: ignore[union-attr]
         obs.realtime = first.strip() == b"realtime 1"
         for stamped in stamper.stdout:   # type: ignore[union-attr]
